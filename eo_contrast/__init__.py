@@ -1,0 +1,59 @@
+"""eo-contrast: xarray-native multimodal contrastive learning on Earth-observation datacubes.
+
+Importing the package registers the ``.contrast`` accessor on :class:`xarray.DataArray` and
+:class:`xarray.Dataset`.
+
+Examples
+--------
+>>> import eo_contrast as ec
+>>> import xarray as xr
+>>> hasattr(xr.DataArray, "contrast") and hasattr(xr.Dataset, "contrast")
+True
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from eo_contrast import accessors as _accessors  # noqa: F401  (registers `.contrast`)
+from eo_contrast.cube import (
+    S1_BANDS,
+    S2_BANDS,
+    as_cube,
+    band_units,
+    canonical_band_name,
+    db_to_linear,
+    linear_to_db,
+    sensor_of,
+)
+from eo_contrast.datasets import (
+    read_bigearthnet,
+    read_sen1floods11,
+    synthetic_scene,
+)
+from eo_contrast.pairing import pair
+from eo_contrast.stac import load_stac
+from eo_contrast.store import to_zarr
+
+try:
+    __version__ = version("eo-contrast")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = [
+    "S1_BANDS",
+    "S2_BANDS",
+    "__version__",
+    "as_cube",
+    "band_units",
+    "canonical_band_name",
+    "db_to_linear",
+    "linear_to_db",
+    "load_stac",
+    "pair",
+    "read_bigearthnet",
+    "read_sen1floods11",
+    "sensor_of",
+    "synthetic_scene",
+    "to_zarr",
+]

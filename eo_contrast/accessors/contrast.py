@@ -1,0 +1,72 @@
+"""``.contrast``: a thin shell over the plain functions of eo_contrast.
+
+Every method here only handles arguments and calls one function below it; anything the accessor
+does, a plain function offers too (:func:`eo_contrast.pair`, :func:`eo_contrast.to_zarr`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+from eo_contrast import pairing, store
+
+
+class _ContrastBase:
+    _obj: xr.DataArray | xr.Dataset
+
+    def __init__(self, xarray_obj: xr.DataArray | xr.Dataset) -> None:
+        self._obj = xarray_obj
+
+    def to_zarr(
+        self,
+        store_: Any,
+        *,
+        mode: str = "w-",
+        resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+    ) -> Any:
+        """Write this object to Zarr; see :func:`eo_contrast.to_zarr`."""
+        return store.to_zarr(
+            self._obj, store_, mode=mode, resume=resume, storage_options=storage_options
+        )
+
+
+@xr.register_dataarray_accessor("contrast")
+class ContrastArrayAccessor(_ContrastBase):
+    """``cube.contrast``: contrastive-learning verbs on a single-sensor cube.
+
+    Examples
+    --------
+    >>> import eo_contrast  # registers the accessor
+    >>> import numpy as np, xarray as xr
+    >>> cube = xr.DataArray(np.zeros((1, 2, 4, 4), "float32"), dims=("time", "band", "y", "x"),
+    ...                     coords={"band": ["vv", "vh"]})
+    >>> cube.contrast.sensor
+    's1'
+    """
+
+    _obj: xr.DataArray
+
+    @property
+    def sensor(self) -> str:
+        """``"s1"`` or ``"s2"``, from the band names."""
+        from eo_contrast.cube import sensor_of
+
+        return sensor_of(self._obj)
+
+    def pair(self, s2: xr.DataArray | xr.Dataset, **kwargs: Any) -> xr.Dataset:
+        """Pair this S1 cube with an S2 cube by time; see :func:`eo_contrast.pair`."""
+        return pairing.pair(self._obj, s2, **kwargs)
+
+
+@xr.register_dataset_accessor("contrast")
+class ContrastDatasetAccessor(_ContrastBase):
+    """``ds.contrast``: verbs on a Dataset (odc-stac's one-variable-per-band cube, or pairs)."""
+
+    _obj: xr.Dataset
+
+    def pair(self, s2: xr.DataArray | xr.Dataset, **kwargs: Any) -> xr.Dataset:
+        """Pair this S1 cube (one variable per band) with an S2 cube; see :func:`eo_contrast.pair`."""
+        return pairing.pair(self._obj, s2, **kwargs)
