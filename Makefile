@@ -35,7 +35,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check eo_contrast tests benchmarks
+	$(BIN)/ruff format --check .
 
 typecheck: setup
 	$(BIN)/mypy

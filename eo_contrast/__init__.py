@@ -35,6 +35,18 @@ from eo_contrast.pairing import pair
 from eo_contrast.stac import load_stac
 from eo_contrast.store import to_zarr
 
+_LAZY = {"DualEncoder": "eo_contrast.models", "resolve_device": "eo_contrast.models"}
+
+
+def __getattr__(name: str) -> object:
+    """Import torch-backed names on first use, so ``import eo_contrast`` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'eo_contrast' has no attribute {name!r}")
+
+
 try:
     __version__ = version("eo-contrast")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
@@ -43,6 +55,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "S1_BANDS",
     "S2_BANDS",
+    "DualEncoder",
     "__version__",
     "as_cube",
     "band_units",
@@ -53,6 +66,7 @@ __all__ = [
     "pair",
     "read_bigearthnet",
     "read_sen1floods11",
+    "resolve_device",
     "sensor_of",
     "synthetic_scene",
     "to_zarr",

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor used for CRS and transforms)
 import xarray as xr
 
 __all__ = [
@@ -152,7 +153,7 @@ def as_cube(obj: xr.DataArray | xr.Dataset, *, name: str = "cube") -> xr.DataArr
     >>> import numpy as np, xarray as xr
     >>> ds = xr.Dataset({"B04": (("y", "x"), np.zeros((2, 3))), "B8": (("y", "x"), np.ones((2, 3)))})
     >>> cube = as_cube(ds)
-    >>> cube.dims, list(cube.band.values)
+    >>> cube.dims, cube.band.values.tolist()
     (('band', 'y', 'x'), ['B04', 'B08'])
     """
     if isinstance(obj, xr.Dataset):
@@ -166,11 +167,12 @@ def as_cube(obj: xr.DataArray | xr.Dataset, *, name: str = "cube") -> xr.DataArr
     elif isinstance(obj, xr.DataArray):
         da = obj
     else:
-        raise TypeError(
-            f"{name} must be an xarray DataArray or Dataset, not {type(obj).__name__}"
-        )
-    rename = {k: v for k, v in (("latitude", "y"), ("longitude", "x"), ("lat", "y"), ("lon", "x"))
-              if k in da.dims and v not in da.dims}
+        raise TypeError(f"{name} must be an xarray DataArray or Dataset, not {type(obj).__name__}")
+    rename = {
+        k: v
+        for k, v in (("latitude", "y"), ("longitude", "x"), ("lat", "y"), ("lon", "x"))
+        if k in da.dims and v not in da.dims
+    }
     if rename:
         da = da.rename(rename)
     missing = [d for d in ("band", "y", "x") if d not in da.dims]
@@ -186,7 +188,9 @@ def as_cube(obj: xr.DataArray | xr.Dataset, *, name: str = "cube") -> xr.DataArr
             "Select or stack them away first"
         )
     if 0 in da.shape:
-        raise ValueError(f"{name} is empty: its shape is {dict(zip(da.dims, da.shape, strict=True))}")
+        raise ValueError(
+            f"{name} is empty: its shape is {dict(zip(da.dims, da.shape, strict=True))}"
+        )
     order = [d for d in ("time", "band", "y", "x") if d in da.dims]
     da = da.transpose(*order)
     if "band" not in da.coords:
@@ -247,8 +251,14 @@ def grids_equal(a: xr.DataArray | xr.Dataset, b: xr.DataArray | xr.Dataset) -> b
         return False
     if (a.sizes["y"], a.sizes["x"]) != (b.sizes["y"], b.sizes["x"]):
         return False
-    return bool(np.allclose(tuple(a.rio.transform())[:6], tuple(b.rio.transform())[:6],
-                            rtol=0, atol=1e-9 * max(1.0, abs(a.rio.transform().a))))
+    return bool(
+        np.allclose(
+            tuple(a.rio.transform())[:6],
+            tuple(b.rio.transform())[:6],
+            rtol=0,
+            atol=1e-9 * max(1.0, abs(a.rio.transform().a)),
+        )
+    )
 
 
 def linear_to_db(x: xr.DataArray | np.ndarray) -> xr.DataArray | np.ndarray:
@@ -264,7 +274,9 @@ def linear_to_db(x: xr.DataArray | np.ndarray) -> xr.DataArray | np.ndarray:
         if isinstance(x, xr.DataArray):
             return xr.where(x > 0, 10.0 * np.log10(x.where(x > 0)), np.nan).astype(x.dtype)
         arr = np.asarray(x)
-        return np.where(arr > 0, 10.0 * np.log10(np.where(arr > 0, arr, 1)), np.nan).astype(arr.dtype)
+        return np.where(arr > 0, 10.0 * np.log10(np.where(arr > 0, arr, 1)), np.nan).astype(
+            arr.dtype
+        )
 
 
 def db_to_linear(x: xr.DataArray | np.ndarray) -> xr.DataArray | np.ndarray:

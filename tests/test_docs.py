@@ -12,14 +12,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(shutil.which("mkdocs") is None and not (Path(sys.executable).parent / "mkdocs").exists(),
-                    reason="mkdocs not installed (pip install -e '.[docs]')")
+@pytest.mark.skipif(
+    shutil.which("mkdocs") is None and not (Path(sys.executable).parent / "mkdocs").exists(),
+    reason="mkdocs not installed (pip install -e '.[docs]')",
+)
 def test_docs_build_strict(tmp_path: Path) -> None:
     mkdocs = Path(sys.executable).parent / "mkdocs"
     exe = str(mkdocs) if mkdocs.exists() else "mkdocs"
     proc = subprocess.run(
         [exe, "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     index = (tmp_path / "site" / "index.html").read_text()

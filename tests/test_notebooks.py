@@ -18,7 +18,6 @@ def test_notebook_executes(path: Path, tmp_path: Path, shared_data: Path) -> Non
     nb = nbformat.read(path, as_version=4)
     env_before = os.environ.get("EO_CONTRAST_SHARED_DATA")
     os.environ["EO_CONTRAST_SHARED_DATA"] = str(shared_data)
-    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         client = nbclient.NotebookClient(
             nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}

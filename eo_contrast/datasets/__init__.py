@@ -1,11 +1,23 @@
-"""Readers for real formats and a synthetic scene maker (being written)."""
-from typing import Any
+"""Readers for real Earth-observation formats, and a synthetic scene maker.
 
-def read_sen1floods11(*a: Any, **k: Any) -> Any:
-    raise NotImplementedError
+* :func:`read_sen1floods11`: a Sen1Floods11 hand-labelled chip -> S1 and S2 cubes + water label.
+* :func:`read_bigearthnet`: BigEarthNet v2 S1/S2 patch pairs -> a paired dataset with
+  multi-labels (the layout of ``ec.pair``'s output).
+* :func:`synthetic_scene`: a deterministic S1/S2 flood scene written as COGs with a local STAC
+  catalogue, for demos and tests that go through the real STAC loading path.
+"""
 
-def read_bigearthnet(*a: Any, **k: Any) -> Any:
-    raise NotImplementedError
+from __future__ import annotations
 
-def synthetic_scene(*a: Any, **k: Any) -> Any:
-    raise NotImplementedError
+from eo_contrast.datasets.bigearthnet import BIGEARTHNET_S2_BANDS, read_bigearthnet
+from eo_contrast.datasets.sen1floods11 import Sen1Floods11Chip, read_sen1floods11
+from eo_contrast.datasets.synthetic import SyntheticScene, synthetic_scene
+
+__all__ = [
+    "BIGEARTHNET_S2_BANDS",
+    "Sen1Floods11Chip",
+    "SyntheticScene",
+    "read_bigearthnet",
+    "read_sen1floods11",
+    "synthetic_scene",
+]

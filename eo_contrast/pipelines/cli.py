@@ -16,8 +16,14 @@ class _OneLineErrors(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except (ValueError, TypeError, KeyError, FileExistsError, FileNotFoundError,
-                PermissionError) as err:
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            FileExistsError,
+            FileNotFoundError,
+            PermissionError,
+        ) as err:
             msg = err.args[0] if isinstance(err, KeyError) and err.args else err
             click.echo(f"eo-contrast: error: {msg}", err=True)
             sys.exit(2)
@@ -30,10 +36,20 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"),
-              show_default=True, help="Output folder.")
-@click.option("--size", type=click.IntRange(64, 4096), default=256, show_default=True,
-              help="Edge of the sample scene, in 10 m pixels.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(64, 4096),
+    default=256,
+    show_default=True,
+    help="Edge of the sample scene, in 10 m pixels.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample scene.")
 @click.option("--max-dt", default="3D", show_default=True, help="Largest S1/S2 time gap of a pair.")
 @click.option("--overwrite", is_flag=True, help="Replace the outputs of an earlier run.")
@@ -50,8 +66,9 @@ def demo(out: Path, size: int, seed: int, max_dt: str, overwrite: bool, no_progr
     """
     from eo_contrast.pipelines.demo import run_demo
 
-    result = run_demo(out, size=size, seed=seed, max_dt=max_dt, overwrite=overwrite,
-                      progress=not no_progress)
+    result = run_demo(
+        out, size=size, seed=seed, max_dt=max_dt, overwrite=overwrite, progress=not no_progress
+    )
     click.echo(result.summary())
 
 

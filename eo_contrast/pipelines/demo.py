@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import xarray as xr
@@ -110,7 +109,6 @@ def run_demo(
         + ", ".join(f"{k} {tuple(v.dims)} {tuple(v.shape)}" for k, v in written.data_vars.items())
         + f"; CRS {written.rio.crs}"
     )
-    return DemoResult(out=out, scene_root=Path(scene.root), pairs_store=store_path,
-                      pairs=written, lines=lines)
-
-
+    return DemoResult(
+        out=out, scene_root=Path(scene.root), pairs_store=store_path, pairs=written, lines=lines
+    )

@@ -1,0 +1,122 @@
+"""Heads on top of an encoder: the contrastive projection MLP and a light segmentation decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ProjectionHead", "SegmentationHead"]
+
+
+class ProjectionHead(nn.Module):
+    """Two-layer MLP (Linear -> ReLU -> Linear) mapping encoder vectors to the contrastive space.
+
+    As in SimCLR, the contrastive loss acts on this projection; downstream tasks use the encoder
+    output before it. The output is *not* normalised here (see ``DualEncoder.embed``).
+
+    Parameters
+    ----------
+    in_dim
+        Length of the encoder vector.
+    out_dim
+        Length of the projection (128 by default).
+    hidden_dim
+        Width of the hidden layer; ``None`` means ``in_dim``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> head = ProjectionHead(512, 128)
+    >>> head(torch.zeros(4, 512)).shape
+    torch.Size([4, 128])
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        hidden = in_dim if hidden_dim is None else hidden_dim
+        for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden_dim", hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        self.in_dim, self.out_dim, self.hidden_dim = in_dim, out_dim, hidden
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Project ``(B, in_dim)`` vectors to ``(B, out_dim)``."""
+        return self.net(x)
+
+
+class SegmentationHead(nn.Module):
+    """Feature-pyramid decoder: per-pixel class logits from an encoder's feature maps.
+
+    Each pyramid level goes through a 1x1 convolution to ``width`` channels, is upsampled
+    (bilinear) to the finest level and summed; a 3x3 convolution + BatchNorm + ReLU and a 1x1
+    classifier follow, and the logits are upsampled to the requested output size.
+
+    Parameters
+    ----------
+    feature_channels
+        Channels of each level, e.g. ``ResNetEncoder.feature_channels``.
+    num_classes
+        Number of classes (>= 1).
+    width
+        Channels of the fused map.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from eo_contrast.models import ResNetEncoder
+    >>> enc = ResNetEncoder("resnet18", in_chans=2).eval()
+    >>> head = SegmentationHead(enc.feature_channels, num_classes=3).eval()
+    >>> x = torch.zeros(2, 2, 32, 32)
+    >>> head(enc.features(x), size=x.shape[-2:]).shape
+    torch.Size([2, 3, 32, 32])
+    """
+
+    def __init__(
+        self, feature_channels: Sequence[int], num_classes: int, *, width: int = 64
+    ) -> None:
+        super().__init__()
+        channels = [int(c) for c in feature_channels]
+        if not channels or any(c < 1 for c in channels):
+            raise ValueError(
+                f"feature_channels must be positive integers, got {feature_channels!r}"
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.feature_channels = tuple(channels)
+        self.num_classes = num_classes
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def forward(
+        self, features: Sequence[torch.Tensor], size: Sequence[int] | torch.Size
+    ) -> torch.Tensor:
+        """Logits ``(B, num_classes, *size)`` from the pyramid ``features`` (finest first)."""
+        if len(features) != len(self.lateral):
+            raise ValueError(
+                f"expected {len(self.lateral)} feature maps (channels {self.feature_channels}), "
+                f"got {len(features)}"
+            )
+        target = features[0].shape[-2:]
+        fused = None
+        for lateral, f in zip(self.lateral, features, strict=True):
+            y = lateral(f)
+            if y.shape[-2:] != target:
+                y = F.interpolate(y, size=target, mode="bilinear", align_corners=False)
+            fused = y if fused is None else fused + y
+        assert fused is not None
+        logits = self.classifier(self.fuse(fused))
+        out_size = (int(size[0]), int(size[1]))
+        if logits.shape[-2:] != out_size:
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return logits
