@@ -15,9 +15,9 @@ PIP_EXTRA ?=
 EXTRAS ?= dev
 DEMO_OUT ?= demo-output
 
-.PHONY: setup demo test lint typecheck pytest docs clean
+.PHONY: setup demo test lint typecheck pytest docs clean constraints
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 	  $(BIN)/python -m pip install -q $(PIP_EXTRA) "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/python -m pip install -q $(PIP_EXTRA) -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q $(PIP_EXTRA) -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -50,3 +50,8 @@ docs: setup
 
 clean:
 	rm -rf $(VENV) site $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Re-pin the development environment after changing dependencies in pyproject.toml.
+constraints: setup
+	{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt

@@ -122,6 +122,9 @@ class DualEncoder(nn.Module):
     stem
         Encoder stem: ``"imagenet"`` or ``"small"`` (for small tiles such as 64x64; see
         :class:`~eo_contrast.models.ResNetEncoder`).
+    width
+        Channels of the encoders' first stage (64: the standard ResNet; smaller is lighter, see
+        :class:`~eo_contrast.models.ResNetEncoder`).
     embed_dim
         Length of the projected, L2-normalised embedding (128).
     proj_hidden
@@ -180,6 +183,7 @@ class DualEncoder(nn.Module):
         *,
         arch: str = "resnet18",
         stem: str = "imagenet",
+        width: int = 64,
         embed_dim: int = 128,
         proj_hidden: int | None = None,
         units: Mapping[str, str] | None = None,
@@ -224,7 +228,7 @@ class DualEncoder(nn.Module):
             encoders: dict[str, nn.Module] = {}
             projectors: dict[str, nn.Module] = {}
             for sensor, names in band_map.items():
-                enc = ResNetEncoder(arch, in_chans=len(names), stem=stem)
+                enc = ResNetEncoder(arch, in_chans=len(names), stem=stem, width=width)
                 encoders[sensor] = enc
                 projectors[sensor] = ProjectionHead(enc.out_dim, self.embed_dim, proj_hidden)
             self.encoders = nn.ModuleDict(encoders)
@@ -233,6 +237,7 @@ class DualEncoder(nn.Module):
         assert isinstance(first, ResNetEncoder)
         self.arch = arch
         self.stem = stem
+        self.width = width
         self.feature_dim: int = first.out_dim
         self.proj_hidden: int = first.out_dim if proj_hidden is None else proj_hidden
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
@@ -373,6 +378,7 @@ class DualEncoder(nn.Module):
             "architecture": {
                 "name": self.arch,
                 "stem": self.stem,
+                "width": self.width,
                 "feature_dim": self.feature_dim,
                 "embed_dim": self.embed_dim,
                 "proj_hidden": self.proj_hidden,
@@ -424,6 +430,7 @@ class DualEncoder(nn.Module):
             metadata["bands"],
             arch=arch["name"],
             stem=arch["stem"],
+            width=arch.get("width", 64),
             embed_dim=arch["embed_dim"],
             proj_hidden=arch.get("proj_hidden"),
             units=metadata["units"],

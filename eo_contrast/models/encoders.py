@@ -120,6 +120,10 @@ class ResNetEncoder(nn.Module):
         ``"imagenet"`` (7x7/2 convolution + max-pool; pyramid strides 2, 4, 8, 16, 32) or
         ``"small"`` (3x3/1 convolution, no max-pool; strides 1, 1, 2, 4, 8), for small tiles
         such as 64x64. See the module docstring.
+    width
+        Channels of the stem and the first stage (64 in the standard layouts); the stages have
+        ``width x (1, 2, 4, 8)`` channels. Smaller widths make lighter models (parameters scale
+        with ``width**2``).
 
     Attributes
     ----------
@@ -150,7 +154,7 @@ class ResNetEncoder(nn.Module):
     """
 
     def __init__(
-        self, arch: str = "resnet18", in_chans: int = 3, *, stem: str = "imagenet"
+        self, arch: str = "resnet18", in_chans: int = 3, *, stem: str = "imagenet", width: int = 64
     ) -> None:
         super().__init__()
         if arch not in ARCHITECTURES:
@@ -161,22 +165,26 @@ class ResNetEncoder(nn.Module):
             raise ValueError(f"unknown stem {stem!r}; choose one of {list(STEMS)}")
         if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
             raise ValueError(f"in_chans must be a positive integer, got {in_chans!r}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, got {width!r}")
         block, layers = ARCHITECTURES[arch]
+        self.width = width
         self.arch = arch
         self.stem_kind = stem
         self.in_chans = in_chans
         if stem == "imagenet":
-            conv = _conv(in_chans, 64, 7, stride=2, padding=3)
+            conv = _conv(in_chans, width, 7, stride=2, padding=3)
             self.pool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
             strides: tuple[int, ...] = (2, 4, 8, 16, 32)
         else:
-            conv = _conv(in_chans, 64, 3, stride=1, padding=1)
+            conv = _conv(in_chans, width, 3, stride=1, padding=1)
             self.pool = nn.Identity()
             strides = (1, 1, 2, 4, 8)
-        self.stem = nn.Sequential(conv, nn.BatchNorm2d(64), nn.ReLU(inplace=True))
-        channels = 64
+        self.stem = nn.Sequential(conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        channels = width
+        planes_per_stage = (width, 2 * width, 4 * width, 8 * width)
         stages = []
-        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+        for i, (planes, blocks) in enumerate(zip(planes_per_stage, layers, strict=True)):
             stride = 1 if i == 0 else 2
             stage = []
             for j in range(blocks):
@@ -186,8 +194,8 @@ class ResNetEncoder(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.out_dim = channels
         self.feature_channels: tuple[int, ...] = (
-            64,
-            *(p * block.expansion for p in (64, 128, 256, 512)),
+            width,
+            *(p * block.expansion for p in planes_per_stage),
         )
         self.feature_strides = strides
         self._init_weights()

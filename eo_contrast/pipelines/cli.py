@@ -33,6 +33,13 @@ class _OneLineErrors(click.Group):
 @click.version_option(package_name="eo-contrast")
 def main() -> None:
     """Multimodal (Sentinel-1 / Sentinel-2) contrastive learning on xarray datacubes."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    # odc-geo's dask reprojection hands rasterio bare arrays with explicit transforms; rasterio
+    # still warns about the missing geotransform of those in-memory arrays. Not actionable.
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
 
 
 @main.command()

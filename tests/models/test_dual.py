@@ -43,6 +43,7 @@ def test_default_metadata(model):
     assert meta["architecture"] == {
         "name": "resnet18",
         "stem": "imagenet",
+        "width": 64,
         "feature_dim": 512,
         "embed_dim": 128,
         "proj_hidden": 512,
@@ -235,3 +236,17 @@ def test_contrastive_steps_on_real_pairs_reduce_the_loss(shared_data):
         losses.append(float(loss.detach()))
     assert losses[0] == pytest.approx(math.log(24), abs=1.0)
     assert losses[-1] < 0.3 * losses[0]
+
+
+def test_width_makes_lighter_models_and_round_trips(tmp_path) -> None:
+    model = DualEncoder(width=16, stem="small", seed=0).eval()
+    assert model.feature_dim == 128
+    assert model.encoder("s1").feature_channels == (16, 16, 32, 64, 128)
+    path = model.save(tmp_path / "w16.safetensors")
+    back = DualEncoder.load(path)
+    assert back.width == 16 and back.metadata["architecture"]["width"] == 16
+    x = model.normalize("s1", np.full((2, 2, 32, 32), -12.0, dtype="float32"))
+    with torch.no_grad():
+        torch.testing.assert_close(back.embed("s1", x), model.embed("s1", x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        DualEncoder(width=0)
