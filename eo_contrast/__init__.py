@@ -34,6 +34,7 @@ from eo_contrast.datasets import (
 from eo_contrast.pairing import pair
 from eo_contrast.stac import load_stac
 from eo_contrast.store import to_zarr
+from eo_contrast.training import pretrain, retrieval_accuracy
 
 _LAZY = {"DualEncoder": "eo_contrast.models", "resolve_device": "eo_contrast.models"}
 
@@ -64,9 +65,11 @@ __all__ = [
     "linear_to_db",
     "load_stac",
     "pair",
+    "pretrain",
     "read_bigearthnet",
     "read_sen1floods11",
     "resolve_device",
+    "retrieval_accuracy",
     "sensor_of",
     "synthetic_scene",
     "to_zarr",

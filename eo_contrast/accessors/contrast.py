@@ -1,16 +1,20 @@
 """``.contrast``: a thin shell over the plain functions of eo_contrast.
 
 Every method here only handles arguments and calls one function below it; anything the accessor
-does, a plain function offers too (:func:`eo_contrast.pair`, :func:`eo_contrast.to_zarr`).
+does, a plain function offers too (:func:`eo_contrast.pair`, :func:`eo_contrast.to_zarr`,
+:func:`eo_contrast.pretrain`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from eo_contrast import pairing, store
+from eo_contrast import pairing, store, training
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eo_contrast.models import DualEncoder
 
 
 class _ContrastBase:
@@ -70,3 +74,34 @@ class ContrastDatasetAccessor(_ContrastBase):
     def pair(self, s2: xr.DataArray | xr.Dataset, **kwargs: Any) -> xr.Dataset:
         """Pair this S1 cube (one variable per band) with an S2 cube; see :func:`eo_contrast.pair`."""
         return pairing.pair(self._obj, s2, **kwargs)
+
+    def pretrain(
+        self,
+        *,
+        method: str = "multimodal",
+        epochs: int = 1,
+        tile: int = 64,
+        batch_size: int = 32,
+        device: Any = "auto",
+        seed: int = 0,
+        encoder: str = "resnet18",
+        progress: bool = True,
+        **kwargs: Any,
+    ) -> DualEncoder:
+        """Contrastive pretraining on these S1/S2 pairs; see :func:`eo_contrast.pretrain`.
+
+        Returns the trained :class:`~eo_contrast.models.DualEncoder`, its training log in
+        ``model.history``.
+        """
+        return training.pretrain(
+            self._obj,
+            method=method,
+            epochs=epochs,
+            tile=tile,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+            encoder=encoder,
+            progress=progress,
+            **kwargs,
+        )

@@ -13,9 +13,18 @@ from eo_contrast.pipelines.cli import main
 
 def test_demo_runs_offline_and_writes_pairs(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--size", "128", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        ["demo", "--out", str(out), "--size", "128", "--pretrain-epochs", "1", "--no-progress"],
+    )
     assert result.exit_code == 0, result.output
     assert "pairs (max_dt=3D): 4" in result.output
+    # the brief pretraining saved a loadable model for these bands
+    import eo_contrast as ec
+
+    model = ec.DualEncoder.load(out / "model.safetensors")
+    assert model.bands["s1"] == ["vv", "vh"]
+    assert model.method == "multimodal"
     pairs = xr.open_zarr(out / "pairs.zarr")
     assert pairs.sizes["pair"] == 4
     assert set(pairs.data_vars) >= {"s1", "s2"}
@@ -42,3 +51,34 @@ def test_bad_max_dt_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "max_dt" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_pretrain_verb_from_config_file(tmp_path: Path, shared_data: Path) -> None:
+    import eo_contrast as ec
+
+    pairs = ec.read_bigearthnet(shared_data / "bigearthnet_v2_subset", split="train")
+    store = tmp_path / "pairs.zarr"
+    ec.to_zarr(pairs[["s1", "s2"]].chunk({"pair": 4}), store)
+    config = tmp_path / "pretrain.toml"
+    config.write_text(
+        f'[pretrain]\npairs = "{store}"\nepochs = 1\ntile = 32\nbatch-size = 8\nwidth = 8\n'
+        f'device = "cpu"\nout = "{tmp_path / "m.safetensors"}"\n'
+    )
+    result = CliRunner().invoke(main, ["pretrain", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "trained" in result.output
+    model = ec.DualEncoder.load(tmp_path / "m.safetensors")
+    assert model.width == 8
+    assert model.bands["s1"] == ["vv", "vh"]
+    assert len(model.bands["s2"]) == 12
+
+    # a key the verb does not take is named, in one line, with a non-zero status
+    config.write_text("[pretrain]\nepoch = 2\n")
+    bad = CliRunner().invoke(main, ["pretrain", str(store), "--config", str(config)])
+    assert bad.exit_code == 2
+    assert "unknown key 'epoch'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
+
+    missing = CliRunner().invoke(main, ["pretrain", str(tmp_path / "nope.zarr")])
+    assert missing.exit_code == 2
+    assert "nope.zarr" in missing.output
