@@ -52,6 +52,8 @@ _REQUIRED_KEYS = (
     "trained_on",
     "version",
 )
+#: The default weights shipped inside the package (see :meth:`DualEncoder.default`).
+DEFAULT_WEIGHTS: Path = Path(__file__).resolve().parents[1] / "weights" / "default.safetensors"
 #: Upper bound of ``exp(logit_scale)`` (CLIP's clamp): temperature never goes below 0.01.
 MAX_LOGIT_SCALE = 100.0
 
@@ -644,6 +646,41 @@ class DualEncoder(nn.Module):
         model.to_empty(device=target)
         model.load_state_dict(tensors, strict=True)
         return model.eval()
+
+    @classmethod
+    def default(cls, device: str | torch.device = "cpu") -> DualEncoder:
+        """The package's default weights: a small multimodal model, in eval mode.
+
+        A ResNet-18 (24 channels in the first stage) per sensor, pretrained with
+        ``method="multimodal"`` on the real BigEarthNet v2 *train* patch pairs plus synthetic
+        scenes, on the CPU (``python -m eo_contrast.pipelines.default_weights``). Its
+        ``trained_on`` and ``info["recipe"]`` say exactly what; ``docs/pretraining.md`` reports
+        its held-out retrieval and its limits (tiny data: a starting point and a working
+        default, not a substitute for pretraining on a large archive).
+
+        Parameters
+        ----------
+        device
+            Where to put the model.
+
+        Raises
+        ------
+        FileNotFoundError
+            When the weights file is missing from the installation.
+
+        Examples
+        --------
+        >>> model = DualEncoder.default()
+        >>> model.method, model.bands["s1"], model.units
+        ('multimodal', ['vv', 'vh'], {'s1': 'dB', 's2': '1'})
+        """
+        if not DEFAULT_WEIGHTS.is_file():
+            raise FileNotFoundError(
+                f"the default weights {DEFAULT_WEIGHTS} are missing from this installation of "
+                "eo-contrast; reinstall the package, or rebuild them with `python -m "
+                "eo_contrast.pipelines.default_weights --out <that path>`"
+            )
+        return cls.load(DEFAULT_WEIGHTS, device=device)
 
     def extra_repr(self) -> str:
         return (

@@ -138,7 +138,7 @@ def run_demo(
         lines.append(
             f"pretrained {model.arch} dual encoder ({model.method}): {len(hist)} steps of "
             f"{batch_size} tile pairs ({tile} px), loss {hist['loss'].iloc[0]:.3f} -> "
-            f"{hist['loss'].iloc[-1]:.3f}, temperature {float(model.temperature):.3f}"
+            f"{hist['loss'].iloc[-1]:.3f}, temperature {float(model.temperature.detach()):.3f}"
         )
         lines.append(
             f"wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB, safetensors with "
