@@ -31,12 +31,18 @@ from eo_contrast.datasets import (
     read_sen1floods11,
     synthetic_scene,
 )
+from eo_contrast.inference import embed, segment
 from eo_contrast.pairing import pair
 from eo_contrast.stac import load_stac
 from eo_contrast.store import to_zarr
 from eo_contrast.training import pretrain, retrieval_accuracy
 
-_LAZY = {"DualEncoder": "eo_contrast.models", "resolve_device": "eo_contrast.models"}
+_LAZY = {
+    "DualEncoder": "eo_contrast.models",
+    "resolve_device": "eo_contrast.models",
+    "SegmentationModel": "eo_contrast.segmentation",
+    "fit_segmentation": "eo_contrast.segmentation",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -57,11 +63,14 @@ __all__ = [
     "S1_BANDS",
     "S2_BANDS",
     "DualEncoder",
+    "SegmentationModel",
     "__version__",
     "as_cube",
     "band_units",
     "canonical_band_name",
     "db_to_linear",
+    "embed",
+    "fit_segmentation",
     "linear_to_db",
     "load_stac",
     "pair",
@@ -70,6 +79,7 @@ __all__ = [
     "read_sen1floods11",
     "resolve_device",
     "retrieval_accuracy",
+    "segment",
     "sensor_of",
     "synthetic_scene",
     "to_zarr",

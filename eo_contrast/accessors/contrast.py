@@ -2,7 +2,7 @@
 
 Every method here only handles arguments and calls one function below it; anything the accessor
 does, a plain function offers too (:func:`eo_contrast.pair`, :func:`eo_contrast.to_zarr`,
-:func:`eo_contrast.pretrain`).
+:func:`eo_contrast.pretrain`, :func:`eo_contrast.embed`, :func:`eo_contrast.segment`).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from eo_contrast import pairing, store, training
+from eo_contrast import inference, pairing, store, training
 
 if TYPE_CHECKING:  # pragma: no cover
     from eo_contrast.models import DualEncoder
+    from eo_contrast.segmentation import SegmentationModel
 
 
 class _ContrastBase:
@@ -22,6 +23,14 @@ class _ContrastBase:
 
     def __init__(self, xarray_obj: xr.DataArray | xr.Dataset) -> None:
         self._obj = xarray_obj
+
+    def segment(
+        self, seg: SegmentationModel, *, probabilities: bool = False, **kwargs: Any
+    ) -> xr.DataArray:
+        """Segment this cube (or S1/S2 Dataset) with a fitted model; see
+        :func:`eo_contrast.segment`. Class ids ``(time, y, x)``, -1 where the input has no data,
+        or probabilities ``(time, class, y, x)``."""
+        return _segment(self._obj, seg, probabilities, **kwargs)
 
     def to_zarr(
         self,
@@ -63,6 +72,36 @@ class ContrastArrayAccessor(_ContrastBase):
     def pair(self, s2: xr.DataArray | xr.Dataset, **kwargs: Any) -> xr.Dataset:
         """Pair this S1 cube with an S2 cube by time; see :func:`eo_contrast.pair`."""
         return pairing.pair(self._obj, s2, **kwargs)
+
+    def embed(
+        self,
+        model: DualEncoder | str | None = None,
+        *,
+        level: str = "tile",
+        tile: int = 64,
+        overlap: int = 0,
+        batch_size: int = 64,
+        device: Any = "auto",
+        **kwargs: Any,
+    ) -> xr.DataArray:
+        """Embed this cube with a dual encoder, lazily; see :func:`eo_contrast.embed`.
+
+        ``model=None`` uses the packaged default weights (:meth:`DualEncoder.default`).
+        """
+        return inference.embed(
+            self._obj,
+            model,
+            level=level,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+            **kwargs,
+        )
+
+
+def _segment(obj: Any, seg: SegmentationModel, probabilities: bool, **kwargs: Any) -> xr.DataArray:
+    return inference.segment(obj, seg, probabilities=probabilities, **kwargs)
 
 
 @xr.register_dataset_accessor("contrast")

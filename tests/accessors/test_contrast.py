@@ -51,3 +51,38 @@ def test_to_zarr_accessor_round_trip(shared_data: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(back[var].values, chip.s1.values)
     with pytest.raises(FileExistsError, match="mode='w'"):
         chip.s1.contrast.to_zarr(tmp_path / "s1.zarr")
+
+
+def test_embed_and_segment_through_the_accessor(tmp_path: Path) -> None:
+    """Fit a real segmentation model, then segment through `.contrast` in three chunkings."""
+    import torch
+
+    torch.set_num_threads(1)
+    scene = ec.synthetic_scene(tmp_path / "scene", size=128, seed=3)
+    s2 = ec.load_stac(scene.s2_items, chunks=64)
+    label = xr.open_dataarray(scene.label, engine="rasterio", mask_and_scale=False)
+    label = label.squeeze("band", drop=True)
+    label = label.assign_coords(x=s2.x, y=s2.y).astype("int16")
+    at_event = s2.sel(time=scene.event_time, method="nearest")
+    encoder = ec.DualEncoder(width=8, seed=0)
+
+    emb = at_event.contrast.embed(encoder, tile=32, batch_size=16, device="cpu")
+    assert emb.dims == ("feature", "y", "x")
+    assert emb.shape == (encoder.feature_dim, 4, 4)
+    assert emb.rio.crs == s2.rio.crs
+
+    seg = ec.fit_segmentation(
+        at_event, label, encoder=encoder, classes=["dry", "water"], epochs=2, tile=32,
+        batch_size=8, device="cpu", progress=False, seed=0,
+    )  # fmt: skip
+    preds = [
+        at_event.chunk({"y": c, "x": c}).contrast.segment(seg, probabilities=True).values
+        for c in (32, 64, 128)
+    ]
+    assert preds[0].shape == (2, 128, 128)
+    for other in preds[1:]:
+        np.testing.assert_allclose(other, preds[0], rtol=0, atol=1e-5)
+    classes = at_event.contrast.segment(seg)
+    assert classes.dtype == np.int16
+    assert set(np.unique(classes.values)) <= {-1, 0, 1}
+    assert classes.rio.crs == s2.rio.crs

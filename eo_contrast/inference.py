@@ -1,0 +1,908 @@
+"""Embed and segment a datacube lazily, chunk by chunk, with a halo.
+
+Both functions build a Dask graph and return a lazy :class:`xarray.DataArray`; computing it (or
+writing it with :func:`eo_contrast.to_zarr`) streams each Dask chunk through the model:
+
+cube chunk (plus a halo from its neighbours) -> normalise -> cut tiles -> batches of
+``batch_size`` -> model on the device -> stitch -> output chunk.
+
+The model never travels inside the graph. Each task carries a small *reference* (the model
+class, a checkpoint path and the SHA-256 of its bytes); every process loads a model once and keeps
+it in a module-level cache keyed by that hash. A model given in memory is first written once to a
+``.safetensors`` file in the temporary folder (``<tmp>/eo_contrast_models/<sha256>.safetensors``,
+hashed over the model's class, metadata and tensors), so worker processes on the same machine
+find it there; for a cluster spread over several machines, save the model to storage every
+worker can read and pass its path.
+
+Results do not depend on the chunking of the input: tiles sit on one global grid, and each tile
+sees exactly the same pixels (halo included) whatever chunk it falls in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from eo_contrast.cube import as_cube, band_units, canonical_band_names
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["PIXEL_LEVELS", "embed", "segment"]
+
+#: Pyramid levels (indices into ``ResNetEncoder.features``) concatenated into ``level="pixel"``
+#: features: stages 1 and 2 (strides 4 and 8 with the ``"imagenet"`` stem, 1 and 2 with
+#: ``"small"``), upsampled bilinearly to the input grid.
+PIXEL_LEVELS: tuple[int, ...] = (1, 2)
+#: Lowest weight of the blending window at a tile's edge: every pixel gets a defined average.
+WINDOW_FLOOR = 1e-3
+_LEVELS = ("tile", "pixel")
+_DTYPES = ("float32", "float16")
+_SPATIAL = ("y", "x")
+
+# ----------------------------------------------------------------------------- model cache
+
+_CACHE: dict[tuple[str, str], tuple[Any, threading.Lock]] = {}
+_CACHE_LOCK = threading.Lock()
+_LOADS: Counter[str] = Counter()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a task needs to find its model: small and picklable.
+
+    Attributes
+    ----------
+    cls
+        The model class (pickled by reference); it must offer ``cls.load(path)``.
+    path
+        The ``.safetensors`` checkpoint.
+    sha256
+        The cache key: SHA-256 of the checkpoint's bytes (a model given as a path), or of the
+        model's class, metadata and tensors (a model given in memory; its file is named after
+        it and written only once).
+    device
+        The requested device (``"auto"`` is resolved in the process that runs the task).
+    """
+
+    cls: type
+    path: str
+    sha256: str
+    device: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _content_hash(model: Any) -> str:
+    """SHA-256 of a model's class, metadata and tensors (stable across saves)."""
+    import json
+
+    import torch
+
+    digest = hashlib.sha256()
+    cls = type(model)
+    digest.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+    meta = getattr(model, "metadata", None)
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _model_ref(model: Any, device: str, default_cls: type) -> ModelRef:
+    """A :class:`ModelRef` for a checkpoint path or an in-memory model (written once to tmp)."""
+    if isinstance(model, str | os.PathLike):
+        path = Path(model).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"model={str(model)!r}: no checkpoint file there")
+        return ModelRef(default_cls, str(path), _sha256(path), device)
+    if not hasattr(model, "save") or not hasattr(type(model), "load"):
+        raise TypeError(
+            f"model must be a {default_cls.__name__}, a checkpoint path or None, "
+            f"not {type(model).__name__}"
+        )
+    digest = _content_hash(model)
+    folder = Path(tempfile.gettempdir()) / "eo_contrast_models"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{digest}.safetensors"
+    if not target.is_file():
+        tmp = folder / f".{uuid.uuid4().hex}.safetensors"
+        try:
+            model.save(tmp)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return ModelRef(type(model), str(target), digest, device)
+
+
+def _configure_threads() -> None:
+    """In a Dask distributed worker, give torch as many threads as the worker has."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    import torch
+
+    nthreads: Any = getattr(worker, "nthreads", None) or getattr(worker.state, "nthreads", 1)
+    torch.set_num_threads(max(1, int(nthreads or 1)))
+
+
+def _get_model(ref: ModelRef) -> tuple[Any, threading.Lock, torch.device]:
+    """The cached model of ``ref`` in this process, loading it on first use."""
+    from eo_contrast.models.device import resolve_device
+
+    dev = resolve_device(ref.device)
+    key = (ref.sha256, str(dev))
+    hit = _CACHE.get(key)
+    if hit is None:
+        with _CACHE_LOCK:
+            hit = _CACHE.get(key)
+            if hit is None:
+                _configure_threads()
+                loader: Any = ref.cls
+                model = loader.load(ref.path)
+                model = model.to(dev).eval()
+                for p in model.parameters():
+                    p.requires_grad_(False)
+                hit = (model, threading.Lock())
+                _CACHE[key] = hit
+                _LOADS[ref.sha256] += 1
+    return hit[0], hit[1], dev
+
+
+def _load_counts() -> dict[str, int]:
+    """How many times this process loaded each model (by checkpoint hash)."""
+    return dict(_LOADS)
+
+
+def _clear_cache() -> None:
+    """Forget every cached model of this process."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+        _LOADS.clear()
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_device(device: Any) -> str:
+    from eo_contrast.models.device import resolve_device
+
+    resolve_device(device)  # fail early on a bad name or a missing accelerator
+    return device if isinstance(device, str) else str(device)
+
+
+def _units_of(arr: xr.DataArray, band_dim: str) -> dict[str, str]:
+    """Units per band of ``arr``: a coordinate along ``band_dim`` ending in 'units', or defaults."""
+    names = [str(b) for b in arr[band_dim].values]
+    for cname, coord in arr.coords.items():
+        if coord.dims == (band_dim,) and str(cname).endswith("units"):
+            return dict(zip(names, (str(u) for u in coord.values), strict=True))
+    tmp = xr.DataArray(np.zeros(len(names)), dims=("band",), coords={"band": names})
+    return band_units(tmp)
+
+
+def _select_bands(
+    arr: xr.DataArray,
+    band_dim: str,
+    sensor: str,
+    want: Sequence[str],
+    unit: str,
+    name: str,
+) -> xr.DataArray:
+    """``arr`` with the bands ``want`` in that order along ``band``, units checked."""
+    arr = arr.assign_coords({band_dim: canonical_band_names(arr[band_dim].values)})
+    units = _units_of(arr, band_dim)
+    wrong = {b: units[b] for b in want if units.get(b) != unit}
+    if wrong:
+        hint = (
+            "convert linear backscatter with eo_contrast.linear_to_db"
+            if sensor == "s1"
+            else "scale reflectance to 0..1"
+        )
+        raise ValueError(
+            f"{name} bands {sorted(wrong)} are in {sorted(set(wrong.values()))} but the model's "
+            f"{sensor} encoder expects {unit!r}; {hint}"
+        )
+    out = arr.sel({band_dim: list(want)})
+    if band_dim != "band":
+        out = out.rename({band_dim: "band"})
+    return out
+
+
+def _match_encoder(cube: xr.DataArray, bands: dict[str, list[str]], name: str) -> str:
+    have = {str(b) for b in cube["band"].values}
+    for sensor, names in bands.items():
+        if set(names) <= have:
+            return sensor
+    listing = "; ".join(f"{s} encoder: {names}" for s, names in bands.items())
+    raise ValueError(
+        f"{name} bands {[str(b) for b in cube['band'].values]} match none of the model's "
+        f"encoders ({listing}); give a cube with all the bands of one encoder (band names are "
+        "matched after canonicalisation, e.g. 'B4' -> 'B04')"
+    )
+
+
+def _spatial_chunks(size: int, chunks: tuple[int, ...], multiple: int) -> tuple[int, ...]:
+    """Chunks along one spatial dim whose interior boundaries fall on multiples of ``multiple``.
+
+    Kept as they are when that already holds; otherwise regular chunks of the first chunk's
+    size rounded to the nearest multiple (at least one ``multiple``).
+    """
+    if all(c % multiple == 0 for c in chunks[:-1]):
+        return chunks
+    step = max(multiple, round(chunks[0] / multiple) * multiple)
+    n_full, rest = divmod(size, step)
+    return (step,) * n_full + ((rest,) if rest else ())
+
+
+def _min_last_chunk(chunks: tuple[int, ...], minimum: int) -> tuple[int, ...]:
+    """Merge chunks smaller than ``minimum`` into a neighbour (Dask halos need depth <= chunk)."""
+    out = list(chunks)
+    i = 0
+    while len(out) > 1 and i < len(out):
+        if out[i] < minimum:
+            j = i - 1 if i > 0 else i + 1
+            out[min(i, j)] = out[i] + out[j]
+            del out[max(i, j)]
+            i = 0
+        else:
+            i += 1
+    return tuple(out)
+
+
+def _as_dask(arr: xr.DataArray) -> da.Array:
+    data = arr.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=tuple(arr.shape))
+    return data
+
+
+def _finish(
+    out: xr.DataArray, template: xr.DataArray | xr.Dataset, transform: Any | None = None
+) -> xr.DataArray:
+    """Carry the CRS of ``template`` over to ``out`` (and a new transform when given)."""
+    crs = template.rio.crs
+    if "spatial_ref" in out.coords:
+        out = out.drop_vars("spatial_ref")
+    if crs is not None:
+        out = out.rio.write_crs(crs)
+        if transform is not None:
+            out = out.rio.write_transform(transform)
+    return out
+
+
+# ----------------------------------------------------------------------------- forward passes
+
+
+def _forward_batches(
+    ref: ModelRef,
+    tiles: np.ndarray,
+    batch_size: int,
+    run: Any,
+) -> list[np.ndarray]:
+    """Run ``run(model, tiles[i:j], device)`` over batches; a list of numpy outputs."""
+    import torch
+
+    model, lock, dev = _get_model(ref)
+    outs: list[np.ndarray] = []
+    with lock, torch.inference_mode():
+        for start in range(0, tiles.shape[0], batch_size):
+            y = run(model, tiles[start : start + batch_size], dev)
+            outs.append(y.float().cpu().numpy())
+    return outs
+
+
+def _tiles_of(arr: np.ndarray, tile: int, halo: int) -> tuple[np.ndarray, int, int]:
+    """Windows ``(T*ny*nx, C, tile+2*halo, tile+2*halo)`` at stride ``tile`` of ``arr``.
+
+    ``arr`` is ``(T, C, ny*tile + 2*halo, nx*tile + 2*halo)``.
+    """
+    t, c, yy, xx = arr.shape
+    ny, nx = (yy - 2 * halo) // tile, (xx - 2 * halo) // tile
+    if halo == 0:
+        tiles = arr.reshape(t, c, ny, tile, nx, tile).transpose(0, 2, 4, 1, 3, 5)
+    else:
+        w = tile + 2 * halo
+        view = np.lib.stride_tricks.sliding_window_view(arr, (w, w), axis=(2, 3))
+        tiles = view[:, :, ::tile, ::tile][:, :, :ny, :nx].transpose(0, 2, 3, 1, 4, 5)
+    side = tile + 2 * halo
+    return np.ascontiguousarray(tiles).reshape(t * ny * nx, c, side, side), ny, nx
+
+
+def _embed_block(
+    block: np.ndarray,
+    *,
+    ref: ModelRef,
+    sensor: str,
+    level: str,
+    tile: int,
+    halo: int,
+    batch_size: int,
+    dim: int,
+    out_dtype: str,
+    has_time: bool,
+) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    arr = block if has_time else block[None]
+    arr = np.asarray(arr, dtype=np.float32)
+    nt = arr.shape[0]
+    core_y, core_x = arr.shape[2] - 2 * halo, arr.shape[3] - 2 * halo
+    if level == "pixel":
+        # only the last chunk of a dim can be shorter than a multiple of the tile; what lies
+        # beyond it (halo included) is outside the cube, i.e. NaN
+        py, px = (-core_y) % tile, (-core_x) % tile
+        if py or px:
+            arr = np.pad(arr, ((0, 0), (0, 0), (0, py), (0, px)), constant_values=np.nan)
+    tiles, ny, nx = _tiles_of(arr, tile, halo)
+    n = tiles.shape[0]
+    valid = ~np.isnan(tiles).all(axis=(1, 2, 3))
+    if level == "tile":
+        out = np.full((n, dim), np.nan, dtype=np.float32)
+    else:
+        out = np.full((n, dim, tile, tile), np.nan, dtype=np.float32)
+    if valid.any():
+        todo = tiles[valid] if not valid.all() else tiles
+
+        def run(model: Any, x: np.ndarray, dev: Any) -> Any:
+            xt = model.normalize(sensor, x, device=dev)
+            if level == "tile":
+                return model.encoder(sensor)(xt)
+            feats = model.features(sensor, xt)
+            size = xt.shape[-2:]
+            maps = [
+                F.interpolate(feats[i], size=size, mode="bilinear", align_corners=False)
+                for i in PIXEL_LEVELS
+            ]
+            dense = maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+            if halo:
+                dense = dense[..., halo : halo + tile, halo : halo + tile]
+            return dense
+
+        res = np.concatenate(_forward_batches(ref, todo, batch_size, run), axis=0)
+        if valid.all():
+            out = res
+        else:
+            out[valid] = res
+    if level == "tile":
+        result = out.reshape(nt, ny, nx, dim).transpose(0, 3, 1, 2)
+    else:
+        result = (
+            out.reshape(nt, ny, nx, dim, tile, tile)
+            .transpose(0, 3, 1, 4, 2, 5)
+            .reshape(nt, dim, ny * tile, nx * tile)[:, :, :core_y, :core_x]
+        )
+        inner = arr[:, :, halo : halo + core_y, halo : halo + core_x]
+        nodata = np.isnan(inner).all(axis=1)
+        if nodata.any():
+            result = np.where(nodata[:, None], np.float32(np.nan), result)
+    result = result.astype(out_dtype, copy=False)
+    return result if has_time else result[0]
+
+
+# ----------------------------------------------------------------------------- embed
+
+
+def embed(
+    cube: xr.DataArray | xr.Dataset,
+    model: Any = None,
+    *,
+    level: str = "tile",
+    tile: int = 64,
+    overlap: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    dtype: str = "float32",
+) -> xr.DataArray:
+    """Embed a cube lazily with one of a model's encoders, chunk by chunk.
+
+    The encoder is the one whose band names (``model.bands[sensor]``) are all in the cube;
+    the cube's bands are selected and reordered by name to the encoder's order, and their units
+    (:func:`eo_contrast.band_units`) must equal ``model.units[sensor]``.
+
+    Parameters
+    ----------
+    cube
+        Single-sensor cube ``(time, band, y, x)`` (time optional), physical units, NaN nodata;
+        a Dataset with one variable per band is converted with :func:`eo_contrast.as_cube`.
+        NumPy-backed cubes are wrapped as one Dask chunk.
+    model
+        A :class:`~eo_contrast.DualEncoder`, the path of a checkpoint written by
+        ``DualEncoder.save``, or ``None`` for :meth:`DualEncoder.default`.
+    level
+        ``"tile"``: one vector per ``tile`` x ``tile`` window (the encoder's pooled output,
+        ``model.feature_dim`` values, before the projection head), on a coarser grid whose pixel
+        ``(i, j)`` is tile ``(i, j)``: coordinates at tile centres, transform = the input's scaled
+        by ``tile``. Pixels beyond the last whole tile (bottom and right strips narrower than a
+        tile) are not embedded.
+        ``"pixel"``: dense features on the input grid: the encoder pyramid levels
+        :data:`PIXEL_LEVELS` of each tile, upsampled bilinearly to the tile and concatenated
+        (``feature_channels[1] + feature_channels[2]`` values); NaN where every band is NaN.
+    tile
+        Tile size in pixels. Spatial chunks are rechunked, when needed, so that chunk boundaries
+        fall on multiples of ``tile`` (regular chunks of the first chunk's size rounded to the
+        nearest multiple).
+    overlap
+        Context in pixels added on each side of every tile (a Dask halo between chunks, NaN
+        beyond the cube's edge); ``0 <= overlap <= tile``. Tiles stay on the same ``tile`` grid;
+        with ``level="pixel"`` only each tile's centre ``tile`` x ``tile`` is kept.
+    batch_size
+        Tiles per forward pass; all tiles of a chunk are batched together.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ... (resolved where the chunk is computed).
+    dtype
+        ``"float32"`` or ``"float16"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy, dims ``(time, feature, y, x)`` (no ``time`` when the cube has none), coordinate
+        ``feature`` = ``0..D-1``, CRS of the cube in ``spatial_ref``. One output chunk per input
+        chunk.
+
+    Notes
+    -----
+    NaN handling: a tile whose pixels are all NaN gives a NaN vector (and is not computed); in a
+    partly-NaN tile NaN pixels are normalised to the band mean (:meth:`DualEncoder.normalize`).
+    An all-NaN chunk gives NaN output.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``level``, ``tile``, ``overlap``, ``batch_size`` or ``dtype``, a tile larger
+        than the cube, bands matching neither encoder (both are listed), or wrong units.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from eo_contrast.models import DualEncoder
+    >>> model = DualEncoder({"s1": ["vv", "vh"]}, width=8, seed=0)
+    >>> cube = xr.DataArray(
+    ...     np.full((2, 32, 48), -15.0, dtype="float32"), dims=("band", "y", "x"),
+    ...     coords={"band": ["vh", "vv"], "y": 100.0 - 10 * np.arange(32), "x": 10.0 * np.arange(48)},
+    ... ).rio.write_crs("EPSG:32630")
+    >>> emb = embed(cube, model, tile=16, device="cpu")
+    >>> emb.dims, emb.shape, emb.x.values.tolist()
+    (('feature', 'y', 'x'), (64, 2, 3), [75.0, 235.0, 395.0])
+    >>> tuple(emb.rio.transform())[:6], emb.rio.crs.to_epsg()
+    ((160.0, 0.0, -5.0, 0.0, -160.0, 105.0), 32630)
+    >>> bool(np.isfinite(emb.compute()).all())
+    True
+    """
+    from eo_contrast.models import DualEncoder
+
+    if level not in _LEVELS:
+        raise ValueError(f"level={level!r} is not one of {list(_LEVELS)}")
+    tile = _positive_int("tile", tile)
+    batch_size = _positive_int("batch_size", batch_size)
+    if isinstance(overlap, bool) or not isinstance(overlap, int | np.integer) or overlap < 0:
+        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}")
+    overlap = int(overlap)
+    if overlap > tile:
+        raise ValueError(f"overlap={overlap} must not exceed tile={tile}")
+    if str(dtype) not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {list(_DTYPES)}")
+    device = _check_device(device)
+    da_cube = as_cube(cube)
+    ny, nx = da_cube.sizes["y"], da_cube.sizes["x"]
+    if tile > ny or tile > nx:
+        raise ValueError(
+            f"tile={tile} is larger than the cube ({ny} x {nx} pixels); use a smaller tile"
+        )
+
+    if model is None:
+        from eo_contrast.models.dual import DEFAULT_WEIGHTS
+
+        model = DEFAULT_WEIGHTS
+    if isinstance(model, str | os.PathLike):
+        from eo_contrast.models.checkpoint import read_metadata
+
+        meta = read_metadata(model)
+        probe = DualEncoder.from_metadata(meta) if level == "pixel" else None
+        bands = {s: list(b) for s, b in meta["bands"].items()}
+        units = dict(meta["units"])
+        feature_dim = int(meta["architecture"].get("feature_dim", 0))
+        if probe is not None or not feature_dim:
+            probe = probe or DualEncoder.from_metadata(meta)
+            feature_dim = probe.feature_dim
+    elif isinstance(model, DualEncoder):
+        probe = model
+        bands, units, feature_dim = model.bands, model.units, model.feature_dim
+    else:
+        raise TypeError(
+            f"model must be a DualEncoder, a checkpoint path or None, not {type(model).__name__}"
+        )
+    sensor = _match_encoder(da_cube, bands, "cube")
+    sel = _select_bands(da_cube, "band", sensor, bands[sensor], units[sensor], "cube")
+    if level == "pixel":
+        assert probe is not None
+        chans = probe.encoder(sensor).feature_channels
+        dim = int(sum(chans[i] for i in PIXEL_LEVELS))
+    else:
+        dim = feature_dim
+
+    if level == "tile":
+        sel = sel.isel(y=slice(0, (ny // tile) * tile), x=slice(0, (nx // tile) * tile))
+    data = _as_dask(sel)
+    has_time = "time" in sel.dims
+    ax_y = sel.dims.index("y")
+    chunks = list(data.chunks)
+    chunks[ax_y - 1] = (data.shape[ax_y - 1],)  # all bands in one chunk
+    for ax in (ax_y, ax_y + 1):
+        chunks[ax] = _spatial_chunks(data.shape[ax], data.chunks[ax], tile)
+        if overlap:
+            chunks[ax] = _min_last_chunk(chunks[ax], overlap)
+    if tuple(chunks) != data.chunks:
+        data = data.rechunk(tuple(chunks))
+    if overlap:
+        depth = {ax_y: overlap, ax_y + 1: overlap}
+        data = da.overlap.overlap(
+            data, depth=depth, boundary={ax_y: np.nan, ax_y + 1: np.nan}, allow_rechunk=False
+        )
+    ref = _model_ref(model, device, DualEncoder)
+    if level == "tile":
+        out_space = tuple(tuple(c // tile for c in chunks[ax]) for ax in (ax_y, ax_y + 1))
+    else:
+        out_space = (tuple(chunks[ax_y]), tuple(chunks[ax_y + 1]))
+    out_chunks = (*(tuple(chunks[:1]) if has_time else ()), (dim,), *out_space)
+    out = da.map_blocks(
+        _embed_block,
+        data,
+        ref=ref,
+        sensor=sensor,
+        level=level,
+        tile=tile,
+        halo=overlap,
+        batch_size=batch_size,
+        dim=dim,
+        out_dtype=str(dtype),
+        has_time=has_time,
+        chunks=out_chunks,
+        dtype=np.dtype(str(dtype)),
+        name=f"embed-{level}-{ref.sha256[:12]}",
+        meta=np.empty((0,) * len(out_chunks), dtype=str(dtype)),
+    )
+    coords: dict[Hashable, Any] = {"feature": np.arange(dim)}
+    if has_time:
+        coords["time"] = sel["time"].values
+    transform = None
+    if level == "tile":
+        nty, ntx = sel.sizes["y"] // tile, sel.sizes["x"] // tile
+        for d, n in (("y", nty), ("x", ntx)):
+            c = np.asarray(sel[d].values, dtype=np.float64)
+            coords[d] = c.reshape(n, tile).mean(axis=1)
+        if da_cube.rio.crs is not None:
+            transform = da_cube.rio.transform() * da_cube.rio.transform().scale(tile, tile)
+    else:
+        coords["y"], coords["x"] = sel["y"].values, sel["x"].values
+    dims = (*(("time",) if has_time else ()), "feature", "y", "x")
+    result = xr.DataArray(out, dims=dims, coords=coords, name=f"embedding_{sensor}")
+    result.attrs.update(
+        {"sensor": sensor, "level": level, "tile": tile, "overlap": overlap, "model": ref.sha256}
+    )
+    return _finish(result, da_cube, transform)
+
+
+# ----------------------------------------------------------------------------- segment
+
+
+def _window(tile: int) -> np.ndarray:
+    """Separable raised-cosine (Hann) blending weights ``(tile, tile)`` with a floor > 0."""
+    i = (np.arange(tile) + 0.5) / tile
+    w1 = np.maximum(np.sin(np.pi * i) ** 2, WINDOW_FLOOR)
+    return np.outer(w1, w1).astype(np.float32)
+
+
+def _segment_block(
+    block: np.ndarray,
+    *,
+    ref: ModelRef,
+    splits: tuple[tuple[str, int], ...],
+    tile: int,
+    stride: int,
+    halo: int,
+    starts: tuple[tuple[int, ...], tuple[int, ...]],
+    sizes: tuple[tuple[int, ...], tuple[int, ...]],
+    num_classes: int,
+    probabilities: bool,
+    batch_size: int,
+    has_lead: bool,
+    block_info: dict[Any, Any] | None = None,
+) -> np.ndarray:
+    import torch
+
+    assert block_info is not None
+    loc = block_info[None]["chunk-location"]
+    iy, ix = loc[-2], loc[-1]
+    arr = np.asarray(block if has_lead else block[None], dtype=np.float32)
+    nt = arr.shape[0]
+    cores = (sizes[0][iy], sizes[1][ix])
+    c0 = (starts[0][iy], starts[1][ix])
+    # tile origins k*stride (k >= 0) that overlap this chunk's core, as local offsets
+    ranges = []
+    for c, n in zip(c0, cores, strict=True):
+        k0 = max(0, math.ceil((c - tile + 1) / stride))
+        k1 = (c + n - 1) // stride
+        ranges.append(np.arange(k0, k1 + 1) * stride - (c - halo))
+    oy, ox = ranges
+    inner = arr[:, :, halo : halo + cores[0], halo : halo + cores[1]]
+    nodata = np.asarray(np.isnan(inner).all(axis=1))
+    canvas = (nt, num_classes, cores[0] + 2 * halo, cores[1] + 2 * halo)
+    acc = np.zeros(canvas, dtype=np.float32)
+    wsum = np.zeros(canvas[-2:], dtype=np.float32)
+    if not nodata.all():
+        w = tile
+        view = np.lib.stride_tricks.sliding_window_view(arr, (w, w), axis=(2, 3))
+        tiles = view[:, :, oy[0] :: stride, ox[0] :: stride][:, :, : len(oy), : len(ox)]
+        tiles = np.ascontiguousarray(tiles.transpose(0, 2, 3, 1, 4, 5))
+        tiles = tiles.reshape(nt * len(oy) * len(ox), arr.shape[1], w, w)
+        valid = ~np.isnan(tiles).all(axis=(1, 2, 3))
+        todo = tiles[valid]
+
+        def run(model: Any, x: np.ndarray, dev: Any) -> Any:
+            inputs = {}
+            start = 0
+            for sensor, n in splits:
+                inputs[sensor] = model.normalize(sensor, x[:, start : start + n], device=dev)
+                start += n
+            return torch.softmax(model(inputs).float(), dim=1)
+
+        probs = np.concatenate(_forward_batches(ref, todo, batch_size, run), axis=0)
+        window = _window(tile)
+        probs *= window
+        idx = np.flatnonzero(valid)
+        per_t = len(oy) * len(ox)
+        for j, p in zip(idx, probs, strict=True):
+            t, r = divmod(int(j), per_t)
+            a, b = divmod(r, len(ox))
+            ys, xs = int(oy[a]), int(ox[b])
+            acc[t, :, ys : ys + tile, xs : xs + tile] += p
+        # weights do not depend on time: accumulate them once
+        for ys in oy:
+            for xs in ox:
+                wsum[ys : ys + tile, xs : xs + tile] += window
+    acc = acc[:, :, halo : halo + cores[0], halo : halo + cores[1]]
+    wsum = wsum[halo : halo + cores[0], halo : halo + cores[1]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prob = acc / np.where(wsum > 0, wsum, 1.0)
+    if probabilities:
+        out = np.where(nodata[:, None], np.float32(np.nan), prob).astype(np.float32)
+    else:
+        out = np.where(nodata, -1, prob.argmax(axis=1)).astype(np.int16)
+    return out if has_lead else out[0]
+
+
+def _segment_inputs(
+    cube: xr.DataArray | xr.Dataset, seg: Any
+) -> tuple[list[xr.DataArray], xr.DataArray]:
+    """Per-sensor arrays ``(lead?, band, y, x)`` in the model's band order, and a template."""
+    sensors = tuple(seg.sensors)
+    bands = {s: list(b) for s, b in seg.bands.items()}
+    units = dict(seg.units)
+    if len(sensors) == 1 and not (isinstance(cube, xr.Dataset) and sensors[0] in cube):
+        arr = as_cube(cube)
+        sensor = _match_encoder(arr, {sensors[0]: bands[sensors[0]]}, "cube")
+        return [_select_bands(arr, "band", sensor, bands[sensor], units[sensor], "cube")], arr
+    if not isinstance(cube, xr.Dataset) or any(s not in cube for s in sensors):
+        raise ValueError(
+            f"this segmentation model uses sensors {list(sensors)}: pass a Dataset with "
+            f"variable(s) {list(sensors)} on one grid (as ec.pair makes), not "
+            f"{type(cube).__name__}"
+            + (
+                f" with variables {list(map(str, cube.data_vars))}"
+                if isinstance(cube, xr.Dataset)
+                else ""
+            )
+        )
+    out = []
+    for s in sensors:
+        var = cube[s]
+        band_dims = [d for d in var.dims if d not in ("y", "x", "time", "pair")]
+        if len(band_dims) != 1 or "y" not in var.dims or "x" not in var.dims:
+            raise ValueError(
+                f"cube[{s!r}] has dims {tuple(var.dims)}; expected (time|pair, band, y, x)"
+            )
+        bd = band_dims[0]
+        names = set(canonical_band_names(var[bd].values))
+        missing = [b for b in bands[s] if b not in names]
+        if missing:
+            raise ValueError(
+                f"cube[{s!r}] bands {sorted(names)} lack {missing} that the model's {s} "
+                f"encoder needs ({bands[s]})"
+            )
+        sel = _select_bands(var, bd, s, bands[s], units[s], f"cube[{s!r}]")
+        lead = [d for d in sel.dims if d not in ("band", "y", "x")]
+        out.append(sel.transpose(*lead, "band", "y", "x"))
+    leads = {tuple(a.dims[:-3]) for a in out}
+    if len(leads) != 1:
+        raise ValueError(f"the sensors' variables have different leading dims: {sorted(leads)}")
+    return out, out[0]
+
+
+def segment(
+    cube: xr.DataArray | xr.Dataset,
+    seg: Any,
+    *,
+    probabilities: bool = False,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> xr.DataArray:
+    """Segment a cube lazily with a fitted segmentation model; overlapping tiles, blended.
+
+    Tiles of ``tile`` pixels sit on one global grid with stride ``tile - overlap`` starting at
+    the cube's top-left pixel (tiles at the bottom and right edges reach past the cube, which
+    counts as nodata there). Each tile's class probabilities (softmax) are weighted by a
+    separable raised-cosine window (with a small floor, so pixels at the cube's edges are
+    covered too) and averaged where tiles overlap: no seams. Each chunk is computed with a halo
+    of one tile from its neighbours, so the result does not depend on the chunking.
+
+    Parameters
+    ----------
+    cube
+        For a single-sensor model, a single-sensor cube ``(time, band, y, x)`` (time optional;
+        a Dataset of bands, or a Dataset holding that sensor's variable, works too). For an
+        S1+S2 model, a Dataset with variables ``"s1"`` and ``"s2"`` ``(time|pair, band, y, x)``
+        on one grid, as :func:`eo_contrast.pair` makes (band dims ``s1_band``/``s2_band`` or
+        any one non-spatial dim; units from a coordinate along it whose name ends in
+        ``units``). Bands are selected and reordered by name; units are checked.
+    seg
+        A segmentation model: ``sensors``, ``bands``, ``units``, ``classes``, ``tile``,
+        ``normalize(sensor, x)``, ``forward({sensor: tiles}) -> logits``, ``save(path)`` and
+        ``load(path)``.
+    probabilities
+        ``False``: class ids (int16, -1 where every band of every sensor used is NaN);
+        ``True``: class probabilities (float32, NaN there).
+    tile
+        Tile size (default ``seg.tile``).
+    overlap
+        Overlap of neighbouring tiles in pixels (default ``tile // 4``), ``0 <= overlap < tile``.
+    batch_size
+        Tiles per forward pass.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy ``(time, y, x)`` class ids or ``(time, class, y, x)`` probabilities on the input
+        grid (the leading dim is the input's: ``time``, ``pair`` or none), coordinate
+        ``class`` = ``seg.classes``, CRS carried over.
+
+    Raises
+    ------
+    ValueError
+        For bands the model cannot use, wrong units, a tile larger than the cube, or a bad
+        ``tile``/``overlap``/``batch_size``.
+    """
+    if not all(hasattr(seg, a) for a in ("sensors", "bands", "units", "classes", "normalize")):
+        raise TypeError(
+            f"seg must be a segmentation model (ec.fit_segmentation's result), "
+            f"not {type(seg).__name__}"
+        )
+    tile = _positive_int("tile", seg.tile if tile is None else tile)
+    overlap = tile // 4 if overlap is None else overlap
+    if isinstance(overlap, bool) or not isinstance(overlap, int | np.integer) or overlap < 0:
+        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}")
+    if overlap >= tile:
+        raise ValueError(f"overlap={overlap} must be smaller than tile={tile}")
+    batch_size = _positive_int("batch_size", batch_size)
+    device = _check_device(device)
+    if not isinstance(probabilities, bool):
+        raise TypeError(f"probabilities must be True or False, got {probabilities!r}")
+    arrays, template = _segment_inputs(cube, seg)
+    ny, nx = template.sizes["y"], template.sizes["x"]
+    if tile > ny or tile > nx:
+        raise ValueError(
+            f"tile={tile} is larger than the cube ({ny} x {nx} pixels); use a smaller tile"
+        )
+    stride = tile - int(overlap)
+    halo = tile
+    lead = list(template.dims[:-3])
+    parts = [_as_dask(a) for a in arrays]
+    data = parts[0] if len(parts) == 1 else da.concatenate(parts, axis=len(lead))
+    ax_y = len(lead) + 1
+    chunks = list(data.chunks)
+    chunks[ax_y - 1] = (data.shape[ax_y - 1],)
+    for ax in (ax_y, ax_y + 1):
+        chunks[ax] = _min_last_chunk(data.chunks[ax], halo)
+    if tuple(chunks) != data.chunks:
+        data = data.rechunk(tuple(chunks))
+    ext = da.overlap.overlap(
+        data,
+        depth={ax_y: halo, ax_y + 1: halo},
+        boundary={ax_y: np.nan, ax_y + 1: np.nan},
+        allow_rechunk=False,
+    )
+    starts = tuple(tuple(int(v) for v in np.cumsum((0, *c[:-1]))) for c in chunks[ax_y:])
+    sizes = tuple(tuple(int(v) for v in c) for c in chunks[ax_y:])
+    classes = [str(c) for c in seg.classes]
+    k = len(classes)
+    ref = _model_ref(seg, device, type(seg))
+    splits = tuple((s, len(seg.bands[s])) for s in seg.sensors)
+    lead_chunks = tuple(chunks[: len(lead)])
+    out_space = (chunks[ax_y], chunks[ax_y + 1])
+    kw: dict[str, Any] = {
+        "ref": ref,
+        "splits": splits,
+        "tile": tile,
+        "stride": stride,
+        "halo": halo,
+        "starts": starts,
+        "sizes": sizes,
+        "num_classes": k,
+        "probabilities": probabilities,
+        "batch_size": batch_size,
+        "has_lead": bool(lead),
+    }
+    if probabilities:
+        out = da.map_blocks(
+            _segment_block,
+            ext,
+            chunks=(*lead_chunks, (k,), *out_space),
+            dtype=np.float32,
+            name=f"segment-prob-{ref.sha256[:12]}",
+            meta=np.empty((0,) * (len(lead) + 3), dtype=np.float32),
+            **kw,
+        )
+        dims = (*lead, "class", "y", "x")
+    else:
+        out = da.map_blocks(
+            _segment_block,
+            ext,
+            chunks=(*lead_chunks, *out_space),
+            drop_axis=len(lead),
+            dtype=np.int16,
+            name=f"segment-{ref.sha256[:12]}",
+            meta=np.empty((0,) * (len(lead) + 2), dtype=np.int16),
+            **kw,
+        )
+        dims = (*lead, "y", "x")
+    coords: dict[Hashable, Any] = {d: template[d].values for d in (*lead, "y", "x")}
+    for d in lead:  # keep per-time coordinates (e.g. s1_time, s2_time, dt along "pair")
+        for cname, coord in template.coords.items():
+            if coord.dims == (d,) and cname != d:
+                coords[cname] = (d, coord.values)
+    if probabilities:
+        coords["class"] = classes
+    result = xr.DataArray(
+        out, dims=dims, coords=coords, name="probability" if probabilities else "class_id"
+    )
+    result.attrs.update({"tile": tile, "overlap": int(overlap), "model": ref.sha256})
+    if not probabilities:
+        result.attrs.update({"classes": classes, "nodata": -1})
+    tmpl = cube if isinstance(cube, xr.Dataset) else template
+    return _finish(result, tmpl)

@@ -1,0 +1,250 @@
+"""Segmentation: fit a decoder on dense features, save/load, freezing, determinism, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rioxarray
+import torch
+import xarray as xr
+
+import eo_contrast as ec
+from eo_contrast.models import CheckpointError, DualEncoder, read_checkpoint, write_checkpoint
+from eo_contrast.segmentation import SegmentationModel, fit_segmentation
+
+torch.set_num_threads(1)
+
+FAST = {"tile": 32, "batch_size": 8, "device": "cpu", "progress": False}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The synthetic flood scene: S2 and (dB) S1 on the S2 grid at the event, and its label."""
+    scn = ec.synthetic_scene(tmp_path_factory.mktemp("scene"), size=128)
+    s1 = ec.load_stac(scn.item_collection("s1"))
+    s2 = ec.load_stac(scn.item_collection("s2"))
+    pairs = ec.pair(s1, s2)  # load_stac gives S1 in dB
+    event = scn.event_time.normalize()
+    idx = int(np.flatnonzero(pairs["s2_time"].dt.floor("D").values == np.datetime64(event))[0])
+    pair = pairs.isel(pair=idx).compute()
+    label = rioxarray.open_rasterio(scn.label).squeeze("band", drop=True).astype("int16")
+    s2_event = s2.sel(time=s2.time.dt.floor("D") == np.datetime64(event)).compute()
+    return {"pair": pair, "s2": s2_event, "label": label, "s1": s1.isel(time=[0])}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> DualEncoder:
+    return DualEncoder(width=8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def s2_model(scene: dict, encoder: DualEncoder) -> SegmentationModel:
+    return fit_segmentation(
+        scene["s2"], scene["label"], encoder=encoder, classes=["dry", "water"], epochs=4, **FAST
+    )
+
+
+def _accuracy(pred: np.ndarray, label: np.ndarray) -> tuple[float, float]:
+    m = label >= 0
+    majority = max(np.mean(label[m] == k) for k in np.unique(label[m]))
+    return float(np.mean(pred[m] == label[m])), float(majority)
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fit_s2_learns_water(s2_model: SegmentationModel, scene: dict) -> None:
+    hist = s2_model.history
+    assert list(hist.columns) == ["step", "epoch", "loss"]
+    assert hist["step"].tolist() == list(range(len(hist)))
+    by_epoch = hist.groupby("epoch")["loss"].mean()
+    assert by_epoch.iloc[-1] < 0.8 * by_epoch.iloc[0]
+    assert s2_model.sensors == ("s2",) and s2_model.classes == ["dry", "water"]
+    assert s2_model.bands["s2"] == DualEncoder().bands["s2"]
+    pred = s2_model.predict({"s2": scene["s2"].isel(time=0).values})
+    acc, majority = _accuracy(pred, scene["label"].values)
+    assert acc > majority + 0.05, (acc, majority)
+    # predict gives probabilities that sum to one
+    prob = s2_model.predict(
+        {"s2": scene["s2"].isel(time=0).values[:, :40, :40]}, probabilities=True
+    )
+    assert prob.shape == (2, 40, 40)
+    np.testing.assert_allclose(prob.sum(axis=0), 1.0, rtol=1e-5)
+    # balanced weights: inverse class frequency, weighted mean 1 over labelled pixels
+    info = s2_model.training_info
+    counts, weights = np.array(info["class_pixels"]), np.array(info["class_weights"])
+    assert weights[1] > weights[0]
+    assert np.isclose((counts * weights).sum() / counts.sum(), 1.0)
+
+
+def test_fit_s1_s2_fusion_from_pairs(scene: dict, encoder: DualEncoder) -> None:
+    seg = fit_segmentation(
+        scene["pair"], scene["label"], encoder=encoder, classes=["dry", "water"], epochs=3, **FAST
+    )
+    assert seg.sensors == ("s1", "s2")
+    fused = [c1 + c2 for c1, c2 in zip(*(encoder.encoder(s).feature_channels for s in ["s1", "s2"]), strict=True)]  # fmt: skip
+    assert list(seg.head.feature_channels) == fused
+    by_epoch = seg.history.groupby("epoch")["loss"].mean()
+    assert by_epoch.iloc[-1] < by_epoch.iloc[0]
+    pair = scene["pair"]
+    pred = seg.predict({"s1": pair["s1"].values, "s2": pair["s2"].values})
+    acc, majority = _accuracy(pred, scene["label"].values)
+    assert acc > majority, (acc, majority)
+    # the same Dataset restricted to one sensor
+    only_s1 = fit_segmentation(
+        pair, scene["label"], encoder=encoder, sensors=["s1"], epochs=1, **FAST
+    )
+    assert only_s1.sensors == ("s1",) and only_s1.classes == ["class_0", "class_1"]
+
+
+def test_save_load_round_trip(s2_model: SegmentationModel, scene: dict, tmp_path: Path) -> None:
+    path = s2_model.save(tmp_path / "seg.safetensors")
+    again = SegmentationModel.load(path)
+    assert again.classes == s2_model.classes and again.sensors == s2_model.sensors
+    assert again.tile == 32 and again.frozen and not again.training
+    assert again.metadata["training"] == s2_model.metadata["training"]
+    assert again.history.equals(s2_model.history)
+    x = scene["s2"].isel(time=0).values
+    np.testing.assert_array_equal(again.predict({"s2": x}), s2_model.predict({"s2": x}))
+    inputs = {"s2": s2_model.normalize("s2", x[None, :, :32, :32])}
+    with torch.no_grad():
+        assert torch.equal(again(inputs), s2_model.eval()(inputs))
+    # the file is safetensors with the JSON metadata, no pickle
+    tensors, meta = read_checkpoint(path)
+    assert meta["format"] == "eo-contrast.segmentation" and meta["classes"] == ["dry", "water"]
+    assert meta["encoder"]["bands"]["s2"] == s2_model.bands["s2"]
+    assert any(k.startswith("head.") for k in tensors)
+
+
+def test_load_refuses_mismatches(
+    s2_model: SegmentationModel, encoder: DualEncoder, tmp_path: Path
+) -> None:
+    enc_path = encoder.save(tmp_path / "enc.safetensors")
+    with pytest.raises(CheckpointError, match=r"DualEncoder checkpoint.*DualEncoder.load"):
+        SegmentationModel.load(enc_path)
+    tensors, meta = read_checkpoint(s2_model.save(tmp_path / "seg.safetensors"))
+    bad = write_checkpoint(
+        tmp_path / "bad.safetensors", tensors, {**meta, "classes": ["a", "b", "c"]}
+    )
+    with pytest.raises(CheckpointError, match="does not match the architecture"):
+        SegmentationModel.load(bad)
+    future = write_checkpoint(tmp_path / "f.safetensors", tensors, {**meta, "format_version": 99})
+    with pytest.raises(CheckpointError, match="format_version 99"):
+        SegmentationModel.load(future)
+    torch.save(s2_model.state_dict(), tmp_path / "pickle.pt")
+    with pytest.raises(CheckpointError, match="pickle"):
+        SegmentationModel.load(tmp_path / "pickle.pt")
+
+
+def test_freeze_encoder(scene: dict, encoder: DualEncoder, s2_model: SegmentationModel) -> None:
+    before = _state(encoder)
+    assert _states_equal(_state(s2_model.encoder), before)  # frozen: encoder untouched
+    assert all(not p.requires_grad for p in s2_model.encoder.parameters())
+    crop = scene["s2"].isel(y=slice(0, 64), x=slice(0, 64))
+    label = scene["label"].isel(y=slice(0, 64), x=slice(0, 64))
+    tuned = fit_segmentation(crop, label, encoder=encoder, freeze_encoder=False, epochs=1, **FAST)
+    changed = [k for k, v in _state(tuned.encoder).items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("encoders.s2.") for k in changed)
+    assert not any(k.startswith("encoders.s1.") for k in changed)  # unused sensor: no change
+    assert _states_equal(_state(encoder), before)  # the encoder passed in is never modified
+
+
+def test_deterministic(scene: dict, encoder: DualEncoder) -> None:
+    crop = scene["s2"].isel(y=slice(0, 64), x=slice(0, 64))
+    label = scene["label"].isel(y=slice(0, 64), x=slice(0, 64))
+    runs = [
+        fit_segmentation(crop, label, encoder=encoder, epochs=2, seed=s, **FAST) for s in (3, 3, 4)
+    ]
+    assert _states_equal(_state(runs[0]), _state(runs[1]))
+    assert runs[0].history.equals(runs[1].history)
+    assert not _states_equal(_state(runs[0].head), _state(runs[2].head))
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_labels_on_another_grid(scene: dict, encoder: DualEncoder) -> None:
+    shifted = scene["label"].assign_coords(x=scene["label"].x + 10.0)
+    with pytest.raises(ValueError, match=r"another grid than the cube: labels \(128 x 128.*cube"):
+        fit_segmentation(scene["s2"], shifted, encoder=encoder, **FAST)
+    with pytest.raises(ValueError, match="another grid"):
+        fit_segmentation(scene["s2"], scene["label"].isel(x=slice(0, 100)), encoder=encoder, **FAST)
+    other_crs = scene["label"].rio.write_crs("EPSG:4326")
+    with pytest.raises(ValueError, match=r"another grid.*EPSG:4326"):
+        fit_segmentation(scene["s2"], other_crs, encoder=encoder, **FAST)
+
+
+def test_label_values_outside_classes(scene: dict, encoder: DualEncoder) -> None:
+    label = scene["label"].copy()
+    label[0, 0] = 2
+    with pytest.raises(ValueError, match=r"values \[2\] outside the classes \['dry', 'water'\]"):
+        fit_segmentation(scene["s2"], label, encoder=encoder, classes=["dry", "water"], **FAST)
+
+
+def test_no_labelled_pixels(scene: dict, encoder: DualEncoder) -> None:
+    empty = xr.full_like(scene["label"], -1)
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        fit_segmentation(scene["s2"], empty, encoder=encoder, **FAST)
+    with pytest.raises(ValueError, match="no labelled pixel with valid input"):
+        fit_segmentation(
+            xr.full_like(scene["s2"], np.nan),
+            scene["label"],
+            encoder=encoder,
+            classes=["a", "b"],
+            **FAST,
+        )
+
+
+def test_bands_match_neither_encoder(scene: dict, encoder: DualEncoder) -> None:
+    partial = scene["s2"].sel(band=["B02", "B03", "B04"])
+    with pytest.raises(
+        ValueError,
+        match=r"match neither encoder.*s1 encoder expects \['vv', 'vh'\].*s2 encoder expects",
+    ):
+        fit_segmentation(partial, scene["label"], encoder=encoder, **FAST)
+    with pytest.raises(ValueError, match=r"sensors=\['s1'\] but the cube provides \['s2'\]"):
+        fit_segmentation(scene["s2"], scene["label"], encoder=encoder, sensors=["s1"], **FAST)
+
+
+def test_units_mismatch(scene: dict, encoder: DualEncoder) -> None:
+    s1 = ec.db_to_linear(scene["s1"]).assign_coords(units=("band", ["linear", "linear"]))
+    label = xr.zeros_like(s1.isel(time=0, band=0), dtype="int16")
+    with pytest.raises(ValueError, match=r"expects 'dB'.*linear_to_db"):
+        fit_segmentation(s1, label, encoder=encoder, **FAST)
+
+
+def test_tile_larger_than_cube(scene: dict, encoder: DualEncoder) -> None:
+    small = scene["s2"].isel(y=slice(0, 20), x=slice(0, 40))
+    label = scene["label"].isel(y=slice(0, 20), x=slice(0, 40))
+    with pytest.raises(ValueError, match=r"tile=32 is larger than the cube \(20 x 40 pixels\)"):
+        fit_segmentation(small, label, encoder=encoder, **FAST)
+
+
+# ----------------------------------------------------------------------------- real data
+def test_flood_experiment_sen1floods11(shared_data: Path) -> None:
+    """West half trains, east half scores: S1 features find the flood water on a real chip."""
+    from eo_contrast.pipelines.flood_demo import flood_experiment, water_iou
+
+    res = flood_experiment(
+        shared_data / "sen1floods11_spain",
+        encoder=DualEncoder(width=8, seed=0),
+        settings=["s1"],
+        epochs=2,
+        tile=32,
+        tiles_per_epoch=64,
+        batch_size=16,
+        device="cpu",
+    )
+    assert res.split == "train: x columns [0, 256) (west); test: x columns [256, 512) (east)"
+    pred = res.predictions["s1"]
+    assert pred.shape == (512, 256) and set(np.unique(pred)) <= {0, 1}
+    assert res.iou["s1"] == water_iou(
+        pred, ec.read_sen1floods11(shared_data / "sen1floods11_spain").label.values[:, 256:]
+    )
+    assert res.iou["s1"] > 0.5  # water is ~27 % of the chip: an empty or random map scores < 0.3
+    assert 0.5 < res.baseline_iou < 1 and -30 < res.baseline_threshold < -10
