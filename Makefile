@@ -15,7 +15,7 @@ PIP_EXTRA ?=
 EXTRAS ?= dev
 DEMO_OUT ?= demo-output
 
-.PHONY: setup demo test lint typecheck pytest docs clean constraints
+.PHONY: setup demo test lint typecheck pytest docs clean constraints default-weights
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,7 @@ clean:
 constraints: setup
 	{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^torch=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+
+# Retrain the packaged default weights (a few CPU minutes) and redraw the loss figure.
+default-weights: setup
+	$(BIN)/python -m eo_contrast.pipelines.default_weights --out eo_contrast/weights/default.safetensors --figure docs/img/pretraining-loss.png

@@ -651,7 +651,7 @@ class DualEncoder(nn.Module):
     def default(cls, device: str | torch.device = "cpu") -> DualEncoder:
         """The package's default weights: a small multimodal model, in eval mode.
 
-        A ResNet-18 (24 channels in the first stage) per sensor, pretrained with
+        A ResNet-18 (16 channels in the first stage) per sensor, pretrained with
         ``method="multimodal"`` on the real BigEarthNet v2 *train* patch pairs plus synthetic
         scenes, on the CPU (``python -m eo_contrast.pipelines.default_weights``). Its
         ``trained_on`` and ``info["recipe"]`` say exactly what; ``docs/pretraining.md`` reports

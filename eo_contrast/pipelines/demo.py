@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import xarray as xr
@@ -47,6 +48,7 @@ def run_demo(
     pretrain_epochs: int = 2,
     batch_size: int = 16,
     width: int = 32,
+    segment_epochs: int = 2,
 ) -> DemoResult:
     """Run the main job offline on the embedded sample scene.
 
@@ -55,6 +57,10 @@ def run_demo(
     :func:`eo_contrast.pair`, writes the pairs to ``out/pairs.zarr`` with
     :func:`eo_contrast.to_zarr`, then pretrains a dual encoder briefly on the pairs read back
     from that store (:func:`eo_contrast.pretrain`) and saves it to ``out/model.safetensors``.
+    With that encoder it embeds the S2 scenes of the pairs (``out/embeddings.zarr``), fits a
+    flood segmentation on the S1+S2 pair nearest the flood peak against the scene's water label
+    (:func:`eo_contrast.fit_segmentation`), segments every pair (``out/flood.zarr``) and draws a
+    preview (``out/preview.png``: S2 true colour, PCA-RGB of the embeddings, S1 VH, flood map).
 
     Parameters
     ----------
@@ -78,6 +84,8 @@ def run_demo(
         Tiles per training batch.
     width
         Width of the ResNet-18 encoders (32: a quarter of the standard model's parameters).
+    segment_epochs
+        Epochs of the flood segmentation fit; 0 skips embedding and segmentation.
     """
     out = Path(out)
     store_path = out / "pairs.zarr"
@@ -144,6 +152,19 @@ def run_demo(
             f"wrote {model_path} ({model_path.stat().st_size / 1e6:.1f} MB, safetensors with "
             "bands, units and normalisation in its metadata)"
         )
+    if model_path is not None and segment_epochs > 0:
+        lines.extend(
+            _embed_and_segment(
+                written,
+                scene,
+                model,
+                out,
+                tile=tile,
+                epochs=segment_epochs,
+                seed=seed,
+                progress=progress,
+            )
+        )
     return DemoResult(
         out=out,
         scene_root=Path(scene.root),
@@ -152,3 +173,138 @@ def run_demo(
         model_path=model_path,
         lines=lines,
     )
+
+
+def _embed_and_segment(
+    pairs: xr.Dataset,
+    scene: Any,
+    model: Any,
+    out: Path,
+    *,
+    tile: int,
+    epochs: int,
+    seed: int,
+    progress: bool,
+) -> list[str]:
+    """Embed the pairs' S2 scenes, fit and apply a flood segmentation, write both, draw a preview."""
+    import numpy as np
+
+    from eo_contrast.inference import embed, segment
+    from eo_contrast.segmentation import fit_segmentation
+
+    lines = []
+    # the S2 scenes of the pairs as a cube: (time, band, y, x)
+    s2 = pairs["s2"].rename({"pair": "time", "s2_band": "band"})
+    s2 = s2.drop_vars([c for c in ("s1_time", "s2_time", "dt") if c in s2.coords])
+    s2 = s2.assign_coords(time=pairs.s2_time.values)
+    if "s2_units" in s2.coords:
+        s2 = s2.rename({"s2_units": "units"})
+    emb = embed(s2, model, level="tile", tile=tile)
+    emb_store = out / "embeddings.zarr"
+    _write(emb.rename("embedding"), emb_store, progress)
+    lines.append(
+        f"wrote {emb_store}: embedding {dict(emb.sizes)} (one {emb.sizes['feature']}-d vector "
+        f"per {tile} px tile), CRS {emb.rio.crs}"
+    )
+
+    label = xr.open_dataarray(scene.label, engine="rasterio", mask_and_scale=False)
+    label = label.squeeze("band", drop=True).astype("int16")
+    label = label.assign_coords(y=pairs.y.values, x=pairs.x.values)
+    event = int(np.argmin(np.abs(pairs.s2_time.values - np.datetime64(scene.event_time))))
+    seg = fit_segmentation(
+        pairs.isel(pair=[event]),
+        label,
+        encoder=model,
+        classes=["dry", "water"],
+        epochs=epochs,
+        tile=tile,
+        seed=seed,
+        progress=progress,
+    )
+    seg_path = seg.save(out / "flood_model.safetensors")
+    flood = segment(pairs, seg)
+    flood_store = out / "flood.zarr"
+    _write(flood.rename("flood"), flood_store, progress)
+    written = xr.open_zarr(flood_store)["flood"]
+    pred = written.isel(pair=event).values
+    valid = (label.values >= 0) & (pred >= 0)
+    inter = np.sum((pred == 1) & (label.values == 1) & valid)
+    union = np.sum(((pred == 1) | (label.values == 1)) & valid)
+    iou = inter / union if union else float("nan")
+    lines.append(
+        f"wrote {seg_path} and {flood_store}: flood {dict(written.sizes)} class ids "
+        f"(0 dry, 1 water, -1 nodata); water IoU against the scene's label at the flood peak "
+        f"{iou:.2f} (fitted on that pair: a demo, not an evaluation)"
+    )
+    preview = _preview(pairs, emb, written, label, event, out / "preview.png")
+    if preview is not None:
+        lines.append(f"wrote {preview}")
+    return lines
+
+
+def _write(obj: xr.DataArray, store: Path, progress: bool) -> None:
+    from eo_contrast.store import to_zarr
+
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(minimum=0.5):
+            to_zarr(obj, store, mode="w")
+    else:
+        to_zarr(obj, store, mode="w")
+
+
+def pca_rgb(emb: xr.DataArray) -> Any:
+    """First three principal components of a ``(feature, y, x)`` embedding, scaled to 0..1."""
+    import numpy as np
+
+    arr = np.asarray(emb.transpose("feature", "y", "x").values, dtype="float64")
+    flat = arr.reshape(arr.shape[0], -1).T
+    ok = np.isfinite(flat).all(axis=1)
+    rgb = np.zeros((flat.shape[0], 3))
+    if ok.sum() >= 3:
+        x = flat[ok] - flat[ok].mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        comp = x @ vt[:3].T
+        lo, hi = np.percentile(comp, 2, axis=0), np.percentile(comp, 98, axis=0)
+        rgb[ok] = np.clip((comp - lo) / np.where(hi > lo, hi - lo, 1), 0, 1)
+    return rgb.reshape(arr.shape[1], arr.shape[2], 3)
+
+
+def _preview(
+    pairs: xr.Dataset,
+    emb: xr.DataArray,
+    flood: xr.DataArray,
+    label: xr.DataArray,
+    event: int,
+    path: Path,
+) -> Path | None:
+    """S2 true colour, PCA-RGB of the embeddings, S1 VH and the flood map of the event pair."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the plot extra is not installed
+        return None
+    import numpy as np
+
+    p = pairs.isel(pair=event)
+    rgb = np.stack([p.s2.sel(s2_band=b).values for b in ("B04", "B03", "B02")], axis=-1)
+    fig, ax = plt.subplots(1, 4, figsize=(16, 4.4), constrained_layout=True)
+    ax[0].imshow(np.clip(np.nan_to_num(rgb) * 3.5, 0, 1))
+    ax[0].set_title(f"S2 true colour {str(p.s2_time.values)[:10]}")
+    ax[1].imshow(pca_rgb(emb.isel(time=event)), interpolation="nearest")
+    ax[1].set_title("embeddings (PCA-RGB, one per tile)")
+    ax[2].imshow(p.s1.sel(s1_band="vh").values, cmap="gray", vmin=-30, vmax=-5)
+    ax[2].set_title(f"S1 VH (dB) {str(p.s1_time.values)[:10]}")
+    fl = flood.isel(pair=event).values.astype("float32")
+    fl[fl < 0] = np.nan
+    ax[3].imshow(fl, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    ax[3].contour(label.values == 1, levels=[0.5], colors="orange", linewidths=0.6)
+    ax[3].set_title("flood map (blue), label outline (orange)")
+    for a in ax:
+        a.set_axis_off()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -86,3 +86,20 @@ def test_embed_and_segment_through_the_accessor(tmp_path: Path) -> None:
     assert classes.dtype == np.int16
     assert set(np.unique(classes.values)) <= {-1, 0, 1}
     assert classes.rio.crs == s2.rio.crs
+
+
+def test_embed_with_the_packaged_default_weights(shared_data: Path) -> None:
+    """`embed()` with no model uses the packaged weights, on the real Sen1Floods11 chip."""
+    chip = ec.read_sen1floods11(shared_data / "sen1floods11_spain", chunks={"y": 256, "x": 256})
+    default = ec.DualEncoder.default()
+    emb = chip.s1.contrast.embed(tile=64, device="cpu")
+    assert emb.dims == ("time", "feature", "y", "x")
+    assert emb.shape == (1, default.feature_dim, 8, 8)
+    assert emb.rio.crs == chip.s1.rio.crs
+    # coordinates at tile centres: the first one is 32 pixels in from the corner
+    assert float(emb.x[0]) == pytest.approx(
+        float(chip.s1.x[0] + 31.5 * (chip.s1.x[1] - chip.s1.x[0]))
+    )
+    values = emb.values
+    assert np.isfinite(values).all()
+    assert values.std(axis=(2, 3)).mean() > 0  # tiles differ

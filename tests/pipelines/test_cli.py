@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 from click.testing import CliRunner
@@ -25,6 +26,14 @@ def test_demo_runs_offline_and_writes_pairs(tmp_path: Path) -> None:
     model = ec.DualEncoder.load(out / "model.safetensors")
     assert model.bands["s1"] == ["vv", "vh"]
     assert model.method == "multimodal"
+    # embeddings and the flood map went to Zarr with the CRS, and a preview was drawn
+    emb = xr.open_zarr(out / "embeddings.zarr")["embedding"]
+    assert emb.dims == ("time", "feature", "y", "x") and emb.sizes["y"] == 128 // 64
+    assert emb.rio.crs == xr.open_zarr(out / "pairs.zarr").rio.crs
+    flood = xr.open_zarr(out / "flood.zarr")["flood"]
+    assert flood.dims == ("pair", "y", "x") and flood.shape == (4, 128, 128)
+    assert set(np.unique(flood.values)) <= {-1, 0, 1}
+    assert (out / "preview.png").stat().st_size > 10_000
     pairs = xr.open_zarr(out / "pairs.zarr")
     assert pairs.sizes["pair"] == 4
     assert set(pairs.data_vars) >= {"s1", "s2"}

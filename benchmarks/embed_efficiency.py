@@ -1,0 +1,260 @@
+"""Embedding efficiency: ``embed`` from Zarr on disk to Zarr on disk, against the bare encoder.
+
+What is compared (same model, tile, batch size, device and torch threads, in one process):
+
+* **zarr -> zarr** -- ``ec.to_zarr(ec.embed(cube, model, level="tile", ...), store)`` on an S1-like
+  cube opened lazily from a Zarr store on disk (``xr.open_zarr``). This is the whole pipeline:
+  reading and decompressing the chunks, band selection and unit check, cutting tiles, the
+  all-NaN tile check, normalisation, the encoder, stitching the output chunks, and writing them
+  (with completion records) to a new Zarr store on disk, under Dask's default threaded
+  scheduler. Each run also hashes the model (the cache key of :func:`eo_contrast.embed`).
+* **in memory** -- the same encoder's forward pass (``model.encoder("s1")`` under
+  ``torch.inference_mode``) over the same tiles, already cut, normalised and batched as torch
+  tensors in memory: the ceiling for any pipeline with this model.
+
+Both are reported as tiles per second; the ratio ``zarr->zarr / in-memory`` is the efficiency
+(target: >= 0.85). Before timing, one small ``embed`` warms the per-process model cache (a model
+is loaded once per process and kept, as in real use). The two sides alternate (zarr first, then
+memory first, ...) ``--repeats`` times; medians are reported.
+
+The cube is a deterministic synthetic Sentinel-1-like backscatter scene (``vv``/``vh`` in dB,
+float32, a river-like water pattern with speckle, EPSG:32630, 10 m pixels) of ``--size`` x
+``--size`` pixels in ``--chunk`` x ``--chunk`` chunks, written once to ``--workdir`` with
+:func:`eo_contrast.to_zarr`. The model is the packaged default (:meth:`DualEncoder.default`,
+ResNet-18 with 16 channels in the first stage), or a fresh ``DualEncoder`` of ``--width``
+channels when ``--width`` is given.
+
+Run (about 2 minutes on 2 idle CPU cores with the defaults)::
+
+    python benchmarks/embed_efficiency.py
+    python benchmarks/embed_efficiency.py --size 4096 --tile 128 --repeats 5
+    python benchmarks/embed_efficiency.py --device cuda --batch-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+#: UTM 30N, 10 m pixels
+CRS = "EPSG:32630"
+PIXEL = 10.0
+
+
+def _s1_block(
+    block: np.ndarray, seed: int = 0, block_info: dict[Any, Any] | None = None
+) -> np.ndarray:
+    """One chunk of the synthetic S1 scene: depends only on its global position and ``seed``."""
+    assert block_info is not None
+    (y0, y1), (x0, x1) = block_info[None]["array-location"][-2:]
+    ys = np.arange(y0, y1, dtype=np.float32)
+    xs = np.arange(x0, x1, dtype=np.float32)
+    # a meandering river and some lakes from separable smooth functions
+    river = np.abs(ys[:, None] - 0.5 * (y0 + y1) - 180.0 * np.sin(xs[None, :] / 700.0)) < 40.0
+    lakes = (np.cos(ys / 530.0)[:, None] + np.sin(xs / 610.0)[None, :]) > 1.6
+    water = river | lakes
+    rng = np.random.default_rng([seed, y0, x0])
+    nb = block.shape[-3]
+    out = np.empty(block.shape, dtype=np.float32)
+    means = ((-22.0, -9.0), (-28.0, -15.0))  # (water, land) per band: vv, vh
+    for b in range(nb):
+        wm, lm = means[b % 2]
+        noise = rng.standard_normal((y1 - y0, x1 - x0), dtype=np.float32)
+        out[..., b, :, :] = np.where(water, wm, lm) + 2.0 * noise
+    return out
+
+
+def lazy_s1_cube(size: int, chunk: int, *, seed: int = 0) -> xr.DataArray:
+    """A lazy S1-like cube ``(band, y, x)`` (vv, vh in dB, float32), generated chunk by chunk.
+
+    Nothing is computed until a chunk is needed; each chunk is deterministic (``seed`` and the
+    chunk's position), so any chunk can be recomputed independently.
+    """
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    template = da.empty((2, size, size), chunks=(2, chunk, chunk), dtype=np.float32)
+    data = template.map_blocks(_s1_block, seed=seed, dtype=np.float32, name=f"s1-{seed}")
+    y = (size - 0.5 - np.arange(size)) * PIXEL + 4_400_000.0
+    x = (np.arange(size) + 0.5) * PIXEL + 500_000.0
+    cube = xr.DataArray(
+        data,
+        dims=("band", "y", "x"),
+        coords={"band": ["vv", "vh"], "units": ("band", ["dB", "dB"]), "y": y, "x": x},
+        name="s1",
+    )
+    return cube.rio.write_crs(CRS)
+
+
+def write_cube(workdir: Path, size: int, chunk: int) -> Path:
+    """Write the synthetic cube to ``workdir`` once (kept between runs); its store path."""
+    import eo_contrast as ec
+
+    store = workdir / f"s1-{size}-{chunk}.zarr"
+    if not (store / "zarr.json").exists():
+        ec.to_zarr(lazy_s1_cube(size, chunk), store, mode="w")
+    return store
+
+
+def make_model(width: int | None) -> tuple[Any, str]:
+    """The packaged default model, or a fresh single-sensor S1 model of ``width`` channels."""
+    from eo_contrast.models import DualEncoder
+
+    if width is None:
+        try:
+            return DualEncoder.default().eval(), "DualEncoder.default()"
+        except FileNotFoundError:
+            width = 16
+    model = DualEncoder({"s1": ["vv", "vh"]}, width=width, seed=0).eval()
+    return model, f"DualEncoder({{'s1': ['vv', 'vh']}}, width={width})"
+
+
+def machine(device: str) -> str:
+    """One line describing where this runs."""
+    import torch
+
+    from eo_contrast.models.device import resolve_device
+
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"device {resolve_device(device)}"
+    )
+
+
+def tiles_in_memory(cube: xr.DataArray, tile: int) -> np.ndarray:
+    """All whole ``tile`` x ``tile`` tiles of ``cube`` ``(N, band, tile, tile)``, row-major."""
+    arr = np.asarray(cube.values, dtype=np.float32)
+    c, ny, nx = arr.shape
+    nty, ntx = ny // tile, nx // tile
+    arr = arr[:, : nty * tile, : ntx * tile]
+    tiles = arr.reshape(c, nty, tile, ntx, tile).transpose(1, 3, 0, 2, 4)
+    return np.ascontiguousarray(tiles).reshape(nty * ntx, c, tile, tile)
+
+
+def run_embed(
+    cube: xr.DataArray, model: Any, out: Path, tile: int, batch_size: int, device: str
+) -> float:
+    """Seconds for embed -> to_zarr of ``cube`` into ``out``."""
+    import eo_contrast as ec
+
+    if out.exists():
+        shutil.rmtree(out)
+    t0 = time.perf_counter()
+    emb = ec.embed(cube, model, level="tile", tile=tile, batch_size=batch_size, device=device)
+    ec.to_zarr(emb, out, mode="w")
+    return time.perf_counter() - t0
+
+
+def run_memory(model: Any, batches: list[Any]) -> float:
+    """Seconds for the encoder's forward pass over ``batches`` (normalised tensors)."""
+    import torch
+
+    enc = model.encoder("s1")
+    dev = batches[0].device
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for xb in batches:
+            y = enc(xb)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        _ = y.cpu()
+        return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=2048, help="cube side in pixels")
+    parser.add_argument("--chunk", type=int, default=512, help="Zarr/Dask chunk side")
+    parser.add_argument("--tile", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--width", type=int, default=None, help="fresh model of this width")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None, help="kept between runs if given")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from eo_contrast.models.device import resolve_device
+
+    torch.set_num_threads(args.threads)
+    model, model_name = make_model(args.width)
+    dev = resolve_device(args.device)
+    model = model.to(dev)
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="eo_contrast_bench_")
+        workdir = Path(tmp.name)
+    else:
+        workdir = args.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        store = write_cube(workdir, args.size, args.chunk)
+        cube = xr.open_zarr(store)["s1"]
+        tiles = tiles_in_memory(cube, args.tile)
+        n = len(tiles)
+        batches = [
+            model.normalize("s1", tiles[i : i + args.batch_size], device=dev)
+            for i in range(0, n, args.batch_size)
+        ]
+        print(f"machine: {machine(args.device)}")
+        print(
+            f"model: {model_name}; cube: {cube.shape} float32 ({cube.nbytes / 1e6:.0f} MB) in "
+            f"{args.chunk}x{args.chunk} chunks on disk; tile {args.tile}, batch {args.batch_size}, "
+            f"{n} tiles"
+        )
+        # warm-up: the per-process model cache and torch's kernels
+        small = cube.isel(y=slice(0, args.chunk), x=slice(0, args.chunk))
+        run_embed(small, model, workdir / "warmup.zarr", args.tile, args.batch_size, args.device)
+        run_memory(model, batches[:2])
+
+        zarr_s: list[float] = []
+        mem_s: list[float] = []
+        out = workdir / "embedding.zarr"
+        for r in range(args.repeats):
+            order = ("zarr", "memory") if r % 2 == 0 else ("memory", "zarr")
+            for side in order:
+                if side == "zarr":
+                    zarr_s.append(
+                        run_embed(cube, model, out, args.tile, args.batch_size, args.device)
+                    )
+                else:
+                    mem_s.append(run_memory(model, batches))
+            print(
+                f"  repeat {r + 1}: zarr->zarr {n / zarr_s[-1]:7.1f} tiles/s, "
+                f"in-memory forward {n / mem_s[-1]:7.1f} tiles/s"
+            )
+        # the result is right: same vectors as the in-memory forward
+        with torch.inference_mode():
+            ref = model.encoder("s1")(batches[0]).float().cpu().numpy()
+        got = xr.open_zarr(out)["embedding_s1"].values  # (feature, y, x)
+        ntx = args.size // args.tile
+        first = got.transpose(1, 2, 0).reshape(-1, got.shape[0])[: len(ref)]
+        err = float(np.abs(first - ref).max())
+        assert ntx * (args.size // args.tile) == n
+        z_rate = n / statistics.median(zarr_s)
+        m_rate = n / statistics.median(mem_s)
+        print(f"zarr->zarr embed:      {z_rate:8.1f} tiles/s (median of {args.repeats})")
+        print(f"in-memory forward:     {m_rate:8.1f} tiles/s (median of {args.repeats})")
+        print(f"efficiency:            {z_rate / m_rate:8.3f} (target >= 0.85)")
+        print(f"max |difference| of the vectors of the first batch: {err:.2e}")
+        return {"zarr_tiles_per_s": z_rate, "memory_tiles_per_s": m_rate}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
