@@ -398,6 +398,27 @@ def _parse_sources(
 # --------------------------------------------------------------------------------------------
 
 
+def _model_statistics(
+    model: Any, bands: Mapping[str, Sequence[str]] | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-sensor ``(mean, std)`` arrays shaped ``(C, 1, 1)`` from a model's metadata, if it has
+    them for every sensor (``model.normalization[sensor] = {"mean": [...], "std": [...]}``)."""
+    stats = getattr(model, "normalization", None)
+    if bands is None or not isinstance(stats, Mapping):
+        return {}
+    out = {}
+    for sensor, names in bands.items():
+        entry = stats.get(sensor)
+        if not isinstance(entry, Mapping) or not {"mean", "std"} <= set(entry):
+            return {}
+        mean = np.asarray(entry["mean"], dtype=np.float32).reshape(-1, 1, 1)
+        std = np.asarray(entry["std"], dtype=np.float32).reshape(-1, 1, 1)
+        if mean.shape[0] != len(names) or std.shape[0] != len(names):
+            return {}
+        out[str(sensor)] = (mean, std)
+    return out
+
+
 @dataclass
 class TileStats:
     """What a :class:`TileStream` has read and kept so far (all epochs together).
@@ -754,9 +775,13 @@ class TileStream:
         self._normalizer: Normalizer | None = None
         self._stats_norm: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         model_bands: Mapping[str, Sequence[str]] | None = None
+        # a model's own statistics, applied with in-place numpy (no torch round trip per chunk)
+        self._model_stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if normalize is not None and callable(getattr(normalize, "normalize", None)):
-            self._normalizer = normalize.normalize
             model_bands = getattr(normalize, "bands", None)
+            self._model_stats = _model_statistics(normalize, model_bands)
+            if not self._model_stats:
+                self._normalizer = normalize.normalize
         elif isinstance(normalize, Mapping):
             pass  # checked once the variables are known
         elif callable(normalize):
@@ -780,7 +805,7 @@ class TileStream:
             for s in self._sources
             if s.image and (model_bands is None or s.name in model_bands)
         }
-        if self._normalizer is not None and not self._norm_names:
+        if (self._normalizer is not None or self._model_stats) and not self._norm_names:
             known = sorted(model_bands) if model_bands is not None else "floating-point"
             raise ValueError(
                 f"normalize was given but none of the variables {names} is one it applies to "
@@ -1077,6 +1102,17 @@ class TileStream:
         return _ChunkTiles(seen, n, dropped_by, out)
 
     def _normalise(self, name: str, tiles: np.ndarray, had_nan: bool) -> np.ndarray:
+        if name in self._model_stats and name in self._norm_names:
+            # same result as DualEncoder.normalize: standardise, then non-finite -> 0 (band mean)
+            mean, std = self._model_stats[name]
+            if not tiles.flags.writeable:
+                tiles = tiles.copy()
+            tiles -= mean
+            tiles /= std
+            bad = ~np.isfinite(tiles)
+            if bad.any():
+                tiles[bad] = 0.0
+            return tiles
         if self._normalizer is not None and name in self._norm_names:
             res = np.asarray(self._normalizer(name, tiles), dtype=np.float32)
             if res.shape != tiles.shape:

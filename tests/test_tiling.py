@@ -402,6 +402,33 @@ def test_normalise_from_model_metadata_selects_and_orders_bands() -> None:
         TileStream(missing, tile=16, normalize=stats)
 
 
+def test_a_dual_encoder_normalises_in_numpy_exactly_as_its_own_normalize() -> None:
+    """With a DualEncoder the stream applies its statistics in numpy: same values as
+    ``model.normalize`` (the torch path), NaN filled with 0 (the band mean)."""
+    from eo_contrast.models import DualEncoder
+
+    pairs = make_pairs()
+    s2 = pairs["s2"].values.copy()
+    s2[0, :, :5, :5] = np.nan
+    pairs["s2"] = (pairs["s2"].dims, s2)
+    pairs = pairs.chunk({"y": 32, "x": 32})
+    model = DualEncoder({"s1": ["vh", "vv"], "s2": ["B04", "B03", "B02"]}, width=4, seed=0)
+    fast = TileStream(pairs, tile=16, batch_size=4, normalize=model, output="numpy")
+    slow = TileStream(
+        pairs,
+        tile=16,
+        batch_size=4,
+        output="numpy",
+        normalize=lambda s, x: model.normalize(s, x).numpy(),
+        bands=model.bands,
+    )
+    assert fast._model_stats and not slow._model_stats
+    for a, b in zip(fast, slow, strict=True):
+        for key in ("s1", "s2", "valid", "index"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-6)
+        assert np.isfinite(a["s2"]).all()
+
+
 def test_callable_normaliser_and_its_shape_check() -> None:
     pairs = make_pairs()
     b = next(iter(TileStream(pairs, tile=16, normalize=lambda s, x: x * 2, output="numpy")))
