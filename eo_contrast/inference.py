@@ -331,7 +331,12 @@ def _tiles_of(arr: np.ndarray, tile: int, halo: int) -> tuple[np.ndarray, int, i
     t, c, yy, xx = arr.shape
     ny, nx = (yy - 2 * halo) // tile, (xx - 2 * halo) // tile
     if halo == 0:
-        tiles = arr.reshape(t, c, ny, tile, nx, tile).transpose(0, 2, 4, 1, 3, 5)
+        import torch
+
+        # torch's multi-threaded copy does this transpose about 2-3x faster than numpy's
+        src = torch.from_numpy(np.ascontiguousarray(arr))
+        moved = src.reshape(t, c, ny, tile, nx, tile).permute(0, 2, 4, 1, 3, 5).contiguous()
+        return moved.numpy().reshape(t * ny * nx, c, tile, tile), ny, nx
     else:
         w = tile + 2 * halo
         view = np.lib.stride_tricks.sliding_window_view(arr, (w, w), axis=(2, 3))

@@ -506,10 +506,11 @@ class DualEncoder(nn.Module):
                     else "scale reflectance to 0..1"
                 )
             )
+        # one copy of the input, then everything in place
         if isinstance(x, torch.Tensor):
-            t = x.detach().to(torch.float32)
+            t = x.detach().to(torch.float32, copy=True)
         else:
-            t = torch.from_numpy(np.asarray(x, dtype=np.float32))
+            t = torch.from_numpy(np.array(x, dtype=np.float32))
         n = len(self._bands[sensor])
         if t.ndim < 3 or t.shape[-3] != n:
             raise ValueError(
@@ -520,8 +521,8 @@ class DualEncoder(nn.Module):
             t = t.to(resolve_device(device))
         mean = torch.tensor(self._norm[sensor]["mean"], dtype=torch.float32, device=t.device)
         std = torch.tensor(self._norm[sensor]["std"], dtype=torch.float32, device=t.device)
-        out = (t - mean[:, None, None]) / std[:, None, None]
-        return torch.where(torch.isfinite(out), out, torch.zeros((), device=out.device))
+        t.sub_(mean[:, None, None]).div_(std[:, None, None])
+        return t.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
     def encoder(self, sensor: str) -> ResNetEncoder:
         """The encoder of ``sensor``: normalised ``(B, C, H, W)`` -> ``(B, feature_dim)``."""
