@@ -190,6 +190,7 @@ def _embed_and_segment(
     import numpy as np
 
     from eo_contrast.inference import embed, segment
+    from eo_contrast.pipelines.flood_demo import water_iou
     from eo_contrast.segmentation import fit_segmentation
 
     lines = []
@@ -226,11 +227,7 @@ def _embed_and_segment(
     flood_store = out / "flood.zarr"
     _write(flood.rename("flood"), flood_store, progress)
     written = xr.open_zarr(flood_store)["flood"]
-    pred = written.isel(pair=event).values
-    valid = (label.values >= 0) & (pred >= 0)
-    inter = np.sum((pred == 1) & (label.values == 1) & valid)
-    union = np.sum(((pred == 1) | (label.values == 1)) & valid)
-    iou = inter / union if union else float("nan")
+    iou = water_iou(written.isel(pair=event).values, label.values)
     lines.append(
         f"wrote {seg_path} and {flood_store}: flood {dict(written.sizes)} class ids "
         f"(0 dry, 1 water, -1 nodata); water IoU against the scene's label at the flood peak "
