@@ -326,7 +326,8 @@ def _forward_batches(
 def _tiles_of(arr: np.ndarray, tile: int, halo: int) -> tuple[np.ndarray, int, int]:
     """Windows ``(T*ny*nx, C, tile+2*halo, tile+2*halo)`` at stride ``tile`` of ``arr``.
 
-    ``arr`` is ``(T, C, ny*tile + 2*halo, nx*tile + 2*halo)``.
+    ``arr`` is ``(T, C, ny*tile + 2*halo, nx*tile + 2*halo)``. The result is always a new,
+    writable buffer, never a view of ``arr``.
     """
     t, c, yy, xx = arr.shape
     ny, nx = (yy - 2 * halo) // tile, (xx - 2 * halo) // tile
@@ -335,14 +336,16 @@ def _tiles_of(arr: np.ndarray, tile: int, halo: int) -> tuple[np.ndarray, int, i
 
         # torch's multi-threaded copy does this transpose about 2-3x faster than numpy's
         src = torch.from_numpy(np.ascontiguousarray(arr))
-        moved = src.reshape(t, c, ny, tile, nx, tile).permute(0, 2, 4, 1, 3, 5).contiguous()
+        # always a new buffer (never a view of the input block): tiles are normalised in place
+        moved = src.reshape(t, c, ny, tile, nx, tile).permute(0, 2, 4, 1, 3, 5)
+        moved = moved.clone(memory_format=torch.contiguous_format)
         return moved.numpy().reshape(t * ny * nx, c, tile, tile), ny, nx
     else:
         w = tile + 2 * halo
         view = np.lib.stride_tricks.sliding_window_view(arr, (w, w), axis=(2, 3))
         tiles = view[:, :, ::tile, ::tile][:, :, :ny, :nx].transpose(0, 2, 3, 1, 4, 5)
     side = tile + 2 * halo
-    return np.ascontiguousarray(tiles).reshape(t * ny * nx, c, side, side), ny, nx
+    return np.array(tiles, dtype=np.float32, order="C").reshape(t * ny * nx, c, side, side), ny, nx
 
 
 def _embed_block(
@@ -371,9 +374,15 @@ def _embed_block(
         py, px = (-core_y) % tile, (-core_x) % tile
         if py or px:
             arr = np.pad(arr, ((0, 0), (0, 0), (0, py), (0, px)), constant_values=np.nan)
+    if level == "pixel":
+        # pixels with no data in any band stay NaN in the output (before tiles are normalised)
+        inner = arr[:, :, halo : halo + core_y, halo : halo + core_x]
+        nodata = np.isnan(inner).all(axis=1)
     tiles, ny, nx = _tiles_of(arr, tile, halo)
     n = tiles.shape[0]
-    valid = ~np.isnan(tiles).all(axis=(1, 2, 3))
+    # one reduction and no mask in the usual case of a chunk without NaN
+    has_nan = bool(np.isnan(arr.min()))
+    valid = ~np.isnan(tiles).all(axis=(1, 2, 3)) if has_nan else np.ones(n, dtype=bool)
     if level == "tile":
         out = np.full((n, dim), np.nan, dtype=np.float32)
     else:
@@ -382,7 +391,8 @@ def _embed_block(
         todo = tiles[valid] if not valid.all() else tiles
 
         def run(model: Any, x: np.ndarray, dev: Any) -> Any:
-            xt = model.normalize(sensor, x, device=dev)
+            # x is a batch of this task's own tile buffer: standardise it in place
+            xt = model.normalize(sensor, x, device=dev, copy=False)
             if level == "tile":
                 return model.encoder(sensor)(xt)
             feats = model.features(sensor, xt)
@@ -409,8 +419,6 @@ def _embed_block(
             .transpose(0, 3, 1, 4, 2, 5)
             .reshape(nt, dim, ny * tile, nx * tile)[:, :, :core_y, :core_x]
         )
-        inner = arr[:, :, halo : halo + core_y, halo : halo + core_x]
-        nodata = np.isnan(inner).all(axis=1)
         if nodata.any():
             result = np.where(nodata[:, None], np.float32(np.nan), result)
     result = result.astype(out_dtype, copy=False)

@@ -175,6 +175,29 @@ def test_embed_pixel_values_match_upsampled_pyramid(model, cube):
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=1e-4)
 
 
+@pytest.mark.parametrize("level", ["tile", "pixel"])
+def test_embedding_never_modifies_the_input(model, level):
+    """Tiles are normalised in place: that must never reach the caller's (or dask's) arrays,
+    whether the cube is numpy-backed or persisted, one tile per chunk or many."""
+    for cube in (s1_cube(64, 64, times=1), s1_cube(128, 128, times=2)):
+        before = cube.values.copy()
+        embed(cube, model, level=level, tile=64, device="cpu").compute()
+        np.testing.assert_array_equal(cube.values, before)
+        persisted = cube.chunk({"y": 64, "x": 64}).persist()
+        embed(persisted, model, level=level, tile=64, device="cpu").compute()
+        np.testing.assert_array_equal(persisted.values, before)
+
+
+def test_normalize_in_place_only_when_asked(model):
+    x = np.full((2, 2, 8, 8), -12.0, dtype="float32")
+    x[0, 0, 0, 0] = np.nan
+    kept = model.normalize("s1", x)
+    assert np.isnan(x[0, 0, 0, 0]) and x[1, 1, 1, 1] == -12.0
+    inplace = model.normalize("s1", x, copy=False)
+    torch.testing.assert_close(inplace, kept)
+    assert np.shares_memory(inplace.numpy(), x) and x[0, 0, 0, 0] == 0.0
+
+
 def test_embed_float16_output(model, cube):
     emb = embed(cube, model, tile=32, device="cpu", dtype="float16")
     assert emb.dtype == np.float16

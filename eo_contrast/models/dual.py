@@ -457,6 +457,7 @@ class DualEncoder(nn.Module):
         *,
         units: str | None = None,
         device: str | torch.device | None = None,
+        copy: bool = True,
     ) -> torch.Tensor:
         """Standardise an array in physical units into encoder input.
 
@@ -474,6 +475,9 @@ class DualEncoder(nn.Module):
             Units of ``x``, if known; must equal ``units[sensor]``.
         device
             Where the result goes; ``None`` keeps a tensor's device (CPU for arrays).
+        copy
+            ``False`` lets a writable float32 ``x`` be standardised in place (it is then
+            overwritten), which saves a copy of large batches.
 
         Returns
         -------
@@ -506,11 +510,14 @@ class DualEncoder(nn.Module):
                     else "scale reflectance to 0..1"
                 )
             )
-        # one copy of the input, then everything in place
+        # at most one copy of the input, then everything in place
         if isinstance(x, torch.Tensor):
-            t = x.detach().to(torch.float32, copy=True)
+            t = x.detach().to(torch.float32, copy=copy)
         else:
-            t = torch.from_numpy(np.array(x, dtype=np.float32))
+            arr = np.array(x, dtype=np.float32) if copy else np.asarray(x, dtype=np.float32)
+            if not arr.flags.writeable:
+                arr = arr.copy()
+            t = torch.from_numpy(arr)
         n = len(self._bands[sensor])
         if t.ndim < 3 or t.shape[-3] != n:
             raise ValueError(
