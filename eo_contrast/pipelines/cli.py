@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -174,6 +175,215 @@ def pretrain(config_path: Path | None, no_progress: bool, **flags: object) -> No
         f"trained {len(hist)} steps: loss {hist['loss'].iloc[0]:.3f} -> {hist['loss'].iloc[-1]:.3f}; "
         f"wrote {path}"
     )
+
+
+def _scheduler(scheduler: str | None, workers: int | None) -> Any:
+    """A context running dask work on ``scheduler`` (an address), ``workers`` local processes,
+    or dask's local threads."""
+    import contextlib
+
+    if scheduler and workers:
+        raise click.UsageError("give --scheduler or --workers, not both")
+    if not scheduler and not workers:
+        return contextlib.nullcontext()
+    from distributed import Client, LocalCluster
+
+    stack = contextlib.ExitStack()
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as err:
+            raise ValueError(
+                f"cannot reach the Dask scheduler at {scheduler!r} within 10 s ({err}); check "
+                "the address (tcp://host:8786) and that the scheduler is running"
+            ) from None
+        stack.enter_context(client)
+    else:
+        cluster = stack.enter_context(
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+        )
+        stack.enter_context(Client(cluster))
+    return stack
+
+
+def _write(obj: Any, out: str, *, overwrite: bool, resume: bool, progress: bool) -> None:
+    from eo_contrast.store import to_zarr
+
+    if overwrite and resume:
+        raise click.UsageError("give --overwrite or --resume, not both")
+    mode = "w" if overwrite else "w-"
+    try:
+        from distributed import get_client
+
+        get_client()
+        distributed = True
+    except (ImportError, ValueError):
+        distributed = False
+    try:
+        if progress and not distributed:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(minimum=1.0):
+                to_zarr(obj, out, mode=mode, resume=resume)
+        else:
+            to_zarr(obj, out, mode=mode, resume=resume)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{out} already exists: pass --overwrite to replace it, or --resume to finish an "
+            "interrupted write"
+        ) from None
+
+
+def _open_input(path: str, var: str | None) -> Any:
+    """A cube from a STAC JSON file or a Zarr store (a cube, or one sensor of a pairs store)."""
+    import xarray as xr
+
+    from eo_contrast.stac import load_stac
+
+    if path.lower().endswith((".json", ".geojson")):
+        return load_stac(path)
+    try:
+        ds = xr.open_zarr(path)
+    except (FileNotFoundError, OSError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"cannot open {path!r} as a STAC JSON file or a Zarr store: {err}"
+        ) from err
+    names = [v for v in ds.data_vars if v != "spatial_ref"]
+    if var is None:
+        if len(names) != 1:
+            raise ValueError(f"{path} holds the variables {names}: pick one with --var")
+        var = names[0]
+    if var not in ds.data_vars:
+        raise ValueError(f"{path} has no variable {var!r}; it has {names}")
+    da = ds[var]
+    band = next((d for d in da.dims if str(d).endswith("band")), None)
+    if band is not None and band != "band":
+        da = da.rename({band: "band"})
+        units = f"{str(band)[: -len('band')]}units"
+        if units in da.coords:
+            da = da.rename({units: "units"})
+    if "pair" in da.dims:
+        # one sensor of a pairs store: its scenes along time
+        t = f"{var}_time"
+        times = da[t].values if t in da.coords else None
+        da = da.drop_vars([c for c in ("s1_time", "s2_time", "dt") if c in da.coords])
+        da = da.rename({"pair": "time"})
+        if times is not None:
+            da = da.assign_coords(time=times)
+    return da
+
+
+_SCHEDULER_OPTIONS = [
+    click.option("--scheduler", help="Address of a running Dask scheduler (tcp://host:8786)."),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        help="Run on a local Dask cluster of this many worker processes.",
+    ),
+    click.option("--overwrite", is_flag=True, help="Replace an existing output store."),
+    click.option("--resume", is_flag=True, help="Finish an interrupted write of the output store."),
+    click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
+]
+
+
+def _with_run_options(f: Any) -> Any:
+    for option in reversed(_SCHEDULER_OPTIONS):
+        f = option(f)
+    return f
+
+
+@main.command("pair")
+@click.argument("s1_items")
+@click.argument("s2_items")
+@click.option("--out", required=True, help="Output Zarr store (path or fsspec URL).")
+@click.option("--max-dt", default="3D", show_default=True, help="Largest S1/S2 time gap.")
+@click.option("--s2-bands", help="Comma-separated S2 bands (default: all).")
+@click.option(
+    "--chunks",
+    type=click.IntRange(min=16),
+    default=512,
+    show_default=True,
+    help="Spatial chunk edge in pixels (a multiple of your tile).",
+)
+@_with_run_options
+def pair_cmd(
+    s1_items: str,
+    s2_items: str,
+    out: str,
+    max_dt: str,
+    s2_bands: str | None,
+    chunks: int,
+    scheduler: str | None,
+    workers: int | None,
+    overwrite: bool,
+    resume: bool,
+    no_progress: bool,
+) -> None:
+    """Pair S1 and S2 scenes from STAC JSON files by time and write the pairs to Zarr.
+
+    \b
+    Example:
+      eo-contrast pair s1_items.json s2_items.json --out pairs.zarr --max-dt 3D
+    """
+    from eo_contrast.pairing import pair
+    from eo_contrast.stac import load_stac
+
+    bands = [b.strip() for b in s2_bands.split(",")] if s2_bands else None
+    with _scheduler(scheduler, workers):
+        s1 = load_stac(s1_items, chunks=chunks)
+        s2 = load_stac(s2_items, bands, chunks=chunks)
+        pairs = pair(s1, s2, max_dt=max_dt)
+        _write(pairs, out, overwrite=overwrite, resume=resume, progress=not no_progress)
+    click.echo(f"wrote {pairs.sizes['pair']} pairs {dict(pairs.sizes)} to {out}")
+
+
+@main.command("embed")
+@click.argument("source")
+@click.option("--out", required=True, help="Output Zarr store (path or fsspec URL).")
+@click.option("--model", "model_path", help="DualEncoder checkpoint (default: packaged weights).")
+@click.option("--var", help="Variable of a Zarr input with several (e.g. s1 or s2 of pairs).")
+@click.option("--level", type=click.Choice(["tile", "pixel"]), default="tile", show_default=True)
+@click.option("--tile", type=click.IntRange(min=8), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_with_run_options
+def embed_cmd(
+    source: str,
+    out: str,
+    model_path: str | None,
+    var: str | None,
+    level: str,
+    tile: int,
+    batch_size: int,
+    device: str,
+    scheduler: str | None,
+    workers: int | None,
+    overwrite: bool,
+    resume: bool,
+    no_progress: bool,
+) -> None:
+    """Embed a cube (STAC JSON file or Zarr store) and write the embeddings to Zarr.
+
+    \b
+    Examples:
+      eo-contrast embed demo-output/pairs.zarr --var s2 --out emb.zarr
+      eo-contrast embed s1_items.json --out emb.zarr --workers 2 --model model.safetensors
+    """
+    from eo_contrast.inference import embed
+
+    with _scheduler(scheduler, workers):
+        cube = _open_input(source, var)
+        emb = embed(cube, model_path, level=level, tile=tile, batch_size=batch_size, device=device)
+        _write(
+            emb.rename("embedding"),
+            out,
+            overwrite=overwrite,
+            resume=resume,
+            progress=not no_progress,
+        )
+    click.echo(f"wrote embedding {dict(emb.sizes)} to {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

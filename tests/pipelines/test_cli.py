@@ -91,3 +91,45 @@ def test_pretrain_verb_from_config_file(tmp_path: Path, shared_data: Path) -> No
     missing = CliRunner().invoke(main, ["pretrain", str(tmp_path / "nope.zarr")])
     assert missing.exit_code == 2
     assert "nope.zarr" in missing.output
+
+
+def test_pair_and_embed_verbs(tmp_path: Path) -> None:
+    import time
+
+    import eo_contrast as ec
+
+    scene = ec.synthetic_scene(tmp_path / "scene", size=128, seed=1)
+    pairs_store = tmp_path / "pairs.zarr"
+    run = CliRunner().invoke(
+        main,
+        ["pair", str(scene.s1_items), str(scene.s2_items), "--out", str(pairs_store),
+         "--chunks", "64", "--no-progress"],
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    pairs = xr.open_zarr(pairs_store)
+    assert pairs.sizes["pair"] == 4 and pairs.rio.crs is not None
+
+    model = ec.DualEncoder(width=8, seed=0).save(tmp_path / "tiny.safetensors")
+    emb_store = tmp_path / "emb.zarr"
+    args = ["embed", str(pairs_store), "--var", "s2", "--model", str(model), "--out",
+            str(emb_store), "--device", "cpu", "--no-progress"]  # fmt: skip
+    run = CliRunner().invoke(main, args)
+    assert run.exit_code == 0, run.output
+    emb = xr.open_zarr(emb_store)["embedding"]
+    assert emb.dims == ("time", "feature", "y", "x") and emb.shape[0] == 4
+    assert emb.rio.crs == pairs.rio.crs
+    np.testing.assert_array_equal(emb["time"].values, pairs.s2_time.values)
+
+    # an existing output is refused unless --overwrite (one line, non-zero status)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert CliRunner().invoke(main, [*args, "--overwrite"]).exit_code == 0
+    # a Zarr input with several variables needs --var
+    novar = CliRunner().invoke(main, ["embed", str(pairs_store), "--out", str(tmp_path / "x")])
+    assert novar.exit_code == 2 and "--var" in novar.output
+
+    # an unreachable scheduler is reported within seconds, not a hang
+    start = time.monotonic()
+    down = CliRunner().invoke(main, [*args[:-1], "--overwrite", "--scheduler", "tcp://127.0.0.1:9"])
+    assert down.exit_code == 2 and "cannot reach the Dask scheduler" in down.output
+    assert time.monotonic() - start < 30
