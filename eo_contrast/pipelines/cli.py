@@ -386,5 +386,71 @@ def embed_cmd(
     click.echo(f"wrote embedding {dict(emb.sizes)} to {out}")
 
 
+@main.command("segment")
+@click.argument("source")
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    help="Segmentation model file (SegmentationModel.save / eo-contrast demo).",
+)
+@click.option("--out", required=True, help="Output Zarr store (path or fsspec URL).")
+@click.option("--var", help="Variable of a Zarr input with several, for a one-sensor model.")
+@click.option("--probabilities", is_flag=True, help="Write class probabilities, not class ids.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_with_run_options
+def segment_cmd(
+    source: str,
+    model_path: str,
+    out: str,
+    var: str | None,
+    probabilities: bool,
+    batch_size: int,
+    device: str,
+    scheduler: str | None,
+    workers: int | None,
+    overwrite: bool,
+    resume: bool,
+    no_progress: bool,
+) -> None:
+    """Segment a cube (STAC JSON file or Zarr store) with a fitted model, write it to Zarr.
+
+    A model using S1 and S2 reads both from a pairs store (`s1` and `s2` variables); a
+    one-sensor model reads that sensor's variable (or --var) or a STAC JSON file. The output
+    holds class ids (-1 where there is no data) or, with --probabilities, one layer per class.
+
+    \b
+    Example:
+      eo-contrast segment demo-output/pairs.zarr --model demo-output/flood_model.safetensors \\
+          --out flood.zarr
+    """
+    import xarray as xr
+
+    from eo_contrast.inference import segment
+    from eo_contrast.segmentation import SegmentationModel
+
+    seg = SegmentationModel.load(model_path)
+    with _scheduler(scheduler, workers):
+        if len(seg.sensors) == 2 and not source.lower().endswith((".json", ".geojson")):
+            cube: Any = xr.open_zarr(source)
+            missing = [s for s in seg.sensors if s not in cube.data_vars]
+            if missing:
+                raise ValueError(
+                    f"{model_path} uses S1 and S2 but {source} has no {missing} variable(s); "
+                    "give a pairs store (eo-contrast pair)"
+                )
+        else:
+            if var is None and not source.lower().endswith((".json", ".geojson")):
+                # a pairs store: the model's sensor; a one-variable store: that variable
+                names = list(xr.open_zarr(source).data_vars)
+                var = seg.sensors[0] if seg.sensors[0] in names else None
+            cube = _open_input(source, var)
+        pred = segment(cube, seg, probabilities=probabilities, batch_size=batch_size, device=device)
+        name = "probability" if probabilities else "classes"
+        _write(pred.rename(name), out, overwrite=overwrite, resume=resume, progress=not no_progress)
+    click.echo(f"wrote {name} {dict(pred.sizes)} (classes {list(seg.classes)}) to {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

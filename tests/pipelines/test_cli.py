@@ -133,3 +133,49 @@ def test_pair_and_embed_verbs(tmp_path: Path) -> None:
     down = CliRunner().invoke(main, [*args[:-1], "--overwrite", "--scheduler", "tcp://127.0.0.1:9"])
     assert down.exit_code == 2 and "cannot reach the Dask scheduler" in down.output
     assert time.monotonic() - start < 30
+
+
+def test_segment_verb_with_a_fitted_model(tmp_path: Path) -> None:
+    import eo_contrast as ec
+
+    scene = ec.synthetic_scene(tmp_path / "scene", size=128, seed=2)
+    pairs_store = tmp_path / "pairs.zarr"
+    ec.to_zarr(
+        ec.pair(ec.load_stac(scene.s1_items, chunks=64), ec.load_stac(scene.s2_items, chunks=64)),
+        pairs_store,
+    )
+    pairs = xr.open_zarr(pairs_store)
+    label = xr.open_dataarray(scene.label, engine="rasterio", mask_and_scale=False)
+    label = label.squeeze("band", drop=True).astype("int16").assign_coords(y=pairs.y, x=pairs.x)
+    encoder = ec.DualEncoder(width=8, seed=0)
+    for sensors in (["s1", "s2"], ["s1"]):
+        seg = ec.fit_segmentation(
+            pairs.isel(pair=[2]), label, encoder=encoder, classes=["dry", "water"], epochs=1,
+            tile=32, batch_size=8, device="cpu", progress=False, sensors=sensors,
+        )  # fmt: skip
+        model = seg.save(tmp_path / f"seg-{len(sensors)}.safetensors")
+        out = tmp_path / f"flood-{len(sensors)}.zarr"
+        run = CliRunner().invoke(
+            main,
+            ["segment", str(pairs_store), "--model", str(model), "--out", str(out),
+             "--device", "cpu", "--no-progress"],
+        )  # fmt: skip
+        assert run.exit_code == 0, run.output
+        classes = xr.open_zarr(out)["classes"]
+        assert classes.shape == (4, 128, 128)
+        assert set(np.unique(classes.values)) <= {-1, 0, 1}
+        assert classes.rio.crs == pairs.rio.crs
+        expected = ec.segment(pairs if len(sensors) == 2 else _s1_cube(pairs), seg).values
+        np.testing.assert_array_equal(classes.values, expected)
+
+    bad = CliRunner().invoke(
+        main, ["segment", str(pairs_store), "--model", str(tmp_path / "none.safetensors"),
+               "--out", str(tmp_path / "x.zarr")],
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "none.safetensors" in bad.output
+
+
+def _s1_cube(pairs: xr.Dataset) -> xr.DataArray:
+    s1 = pairs["s1"].rename({"pair": "time", "s1_band": "band", "s1_units": "units"})
+    s1 = s1.drop_vars(["s1_time", "s2_time", "dt"]).assign_coords(time=pairs.s1_time.values)
+    return s1
