@@ -147,7 +147,7 @@ def run_memory(
     """The step of ``pretrain``, fed from ``batches``; steady-state pairs/s by wall clock."""
     import torch
 
-    from eo_contrast.training import _lr_at, _optimizer
+    from eo_contrast.training import _lr_at, _optimizer, train_step
 
     cuda = device.type == "cuda"
     model.to(device)
@@ -156,32 +156,12 @@ def run_memory(
     model.train()
     lr, warmup_steps = 1e-3, round(0.05 * total)
     optimizer = _optimizer(model, lr, 0.05, fused=cuda)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cuda
-        else torch.autocast("cpu", enabled=False)
-    )
-    max_scale = math.log(100.0)
     pending: list[Any] = []
 
     def step(i: int) -> None:
         a, b = batches[i % len(batches)]
         lr_now = _lr_at(i, lr, warmup_steps, total)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-        if cuda:
-            a = a.contiguous(memory_format=torch.channels_last)
-            b = b.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            z1, z2 = model(a, b)
-        temp = model.temperature
-        loss = model.contrastive_loss(z1.float(), z2.float())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0.0, max_scale)
-        pending.append(torch.stack([loss.detach().float(), temp.detach().float()]))
+        pending.append(train_step(model, optimizer, a, b, lr_now, cuda=cuda))
         if len(pending) >= args.log_every:
             torch.stack(pending).float().cpu().tolist()
             pending.clear()

@@ -52,6 +52,8 @@ STATE_FORMAT = "eo-contrast.training-state"
 _STATE_VERSION = 1
 _HISTORY_COLUMNS = ("step", "epoch", "loss", "lr", "temperature", "pairs_per_s")
 #: Configuration entries that must match when a run is resumed.
+#: Upper bound of the learnable log inverse temperature (temperature >= 0.01), as in CLIP.
+_MAX_LOG_SCALE = math.log(100.0)
 _RESUME_KEYS = ("method", "tile", "batch_size", "seed", "encoder", "stem", "width", "sensor")
 _CKPT_RE = re.compile(r"^step-(\d+)\.safetensors$")
 #: Values sampled per band to estimate statistics of bands without defaults.
@@ -370,6 +372,37 @@ def _load_optimizer(optimizer: Any, tensors: dict[str, Any], meta: dict[str, Any
 # --------------------------------------------------------------------------------------------
 
 
+def train_step(model: DualEncoder, optimizer: Any, a: Any, b: Any, lr: float, *, cuda: bool) -> Any:
+    """One contrastive update of ``model`` on a positive batch ``(a, b)`` at learning rate ``lr``.
+
+    The step :func:`pretrain` runs (and the throughput benchmark times): forward of both views
+    (bf16 autocast and channels-last on CUDA), the model's loss in float32, AdamW update, the
+    temperature clamped. Returns ``[loss, temperature]`` as a detached tensor on the device, so
+    the caller decides when to synchronise with the host.
+    """
+    import torch
+
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if cuda:
+        a = a.contiguous(memory_format=torch.channels_last)
+        b = b.contiguous(memory_format=torch.channels_last)
+        autocast: Any = torch.autocast("cuda", dtype=torch.bfloat16)
+    else:
+        autocast = torch.autocast("cpu", enabled=False)
+    with autocast:
+        z1, z2 = model(a, b)
+    # the loss in float32: bf16 logits at a low temperature would be too coarse
+    temp = model.temperature
+    loss = model.contrastive_loss(z1.float(), z2.float())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0.0, _MAX_LOG_SCALE)
+    return torch.stack([loss.detach().float(), temp.detach().float()])
+
+
 def pretrain(
     pairs: xr.Dataset,
     *,
@@ -674,12 +707,6 @@ def pretrain(
             generator.set_state(ckpt_tensors["rng/augment"])
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    max_scale = math.log(100.0)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cuda
-        else torch.autocast("cpu", enabled=False)
-    )
     names = list(sensors)
 
     # -- logging ---------------------------------------------------------------------------------
@@ -732,26 +759,11 @@ def pretrain(
                     done += 1
                     continue
                 lr_now = _lr_at(step, float(lr), warmup, total)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_now
                 if augment is not None:
                     a, b = augment.views(batch[names[0]], generator)
                 else:
                     a, b = batch["s1"], batch["s2"]
-                if cuda:
-                    a = a.contiguous(memory_format=torch.channels_last)
-                    b = b.contiguous(memory_format=torch.channels_last)
-                with autocast:
-                    z1, z2 = model(a, b)
-                # the loss in float32: bf16 logits at a low temperature would be too coarse
-                temp = model.temperature
-                loss = model.contrastive_loss(z1.float(), z2.float())
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(0.0, max_scale)
-                pending.append(torch.stack([loss.detach().float(), temp.detach().float()]))
+                pending.append(train_step(model, optimizer, a, b, lr_now, cuda=cuda))
                 pending_meta.append((step + 1, epoch, lr_now))
                 step += 1
                 done += 1
