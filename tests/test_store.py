@@ -259,38 +259,18 @@ def test_memory_and_file_urls(tmp_path):
 
 
 @pytest.mark.network_server
-def test_s3_url_with_storage_options():
-    boto3 = pytest.importorskip("boto3")
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server._server.server_address
-        endpoint = f"http://{host}:{port}"
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        ).create_bucket(Bucket="eo-bucket")
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-        cube = make_cube().isel(time=[0]).chunk({"y": 16, "x": 12})
-        out = to_zarr(cube, "s3://eo-bucket/cube.zarr", storage_options=options)
-        assert_same_values(out, cube)
-        opened = xr.open_zarr("s3://eo-bucket/cube.zarr", storage_options=options)
-        assert opened.rio.crs == cube.rio.crs
-        assert opened.attrs[STATUS_ATTR] == "complete"
-        # resume on a complete store: nothing to do
-        again = to_zarr(cube, "s3://eo-bucket/cube.zarr", resume=True, storage_options=options)
-        assert_same_values(again, cube)
-    finally:
-        server.stop()
+def test_s3_url_with_storage_options(s3_server):
+    s3_server.make_bucket("eo-bucket")
+    options = s3_server.storage_options
+    cube = make_cube().isel(time=[0]).chunk({"y": 16, "x": 12})
+    out = to_zarr(cube, "s3://eo-bucket/cube.zarr", storage_options=options)
+    assert_same_values(out, cube)
+    opened = xr.open_zarr("s3://eo-bucket/cube.zarr", storage_options=options)
+    assert opened.rio.crs == cube.rio.crs
+    assert opened.attrs[STATUS_ATTR] == "complete"
+    # resume on a complete store: nothing to do
+    again = to_zarr(cube, "s3://eo-bucket/cube.zarr", resume=True, storage_options=options)
+    assert_same_values(again, cube)
 
 
 # --------------------------------------------------------------------------- resume
