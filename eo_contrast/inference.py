@@ -137,20 +137,6 @@ def _model_ref(model: Any, device: str, default_cls: type) -> ModelRef:
     return ModelRef(type(model), str(target), digest, device)
 
 
-def _configure_threads() -> None:
-    """In a Dask distributed worker, give torch as many threads as the worker has."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return
-    import torch
-
-    nthreads: Any = getattr(worker, "nthreads", None) or getattr(worker.state, "nthreads", 1)
-    torch.set_num_threads(max(1, int(nthreads or 1)))
-
-
 def _get_model(ref: ModelRef) -> tuple[Any, threading.Lock, torch.device]:
     """The cached model of ``ref`` in this process, loading it on first use."""
     from eo_contrast.models.device import resolve_device
@@ -162,7 +148,6 @@ def _get_model(ref: ModelRef) -> tuple[Any, threading.Lock, torch.device]:
         with _CACHE_LOCK:
             hit = _CACHE.get(key)
             if hit is None:
-                _configure_threads()
                 loader: Any = ref.cls
                 model = loader.load(ref.path)
                 model = model.to(dev).eval()
@@ -305,18 +290,69 @@ def _finish(
 # ----------------------------------------------------------------------------- forward passes
 
 
+_THREAD = threading.local()
+
+
+def _cpu_threads_per_task() -> int:
+    """Torch threads for one task on the CPU: the cores shared among the tasks running at once.
+
+    In the main thread (Dask's synchronous scheduler, or a plain call) a task has the whole
+    machine; in a Dask distributed worker, ``cores // nthreads`` of its threads; in a pool
+    thread of Dask's threaded scheduler, ``cores // num_workers`` (Dask's ``num_workers``
+    setting, the number of cores by default).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, cores or 1)
+    if threading.current_thread() is threading.main_thread():
+        return cores
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        nthreads: Any = getattr(worker, "nthreads", None) or getattr(worker.state, "nthreads", 1)
+        return max(1, cores // max(1, int(nthreads or 1)))
+    except (ImportError, ValueError):
+        pass
+    import dask
+
+    concurrent = dask.config.get("num_workers", None) or cores
+    return max(1, cores // int(concurrent))
+
+
 def _forward_batches(
     ref: ModelRef,
     tiles: np.ndarray,
     batch_size: int,
     run: Any,
 ) -> list[np.ndarray]:
-    """Run ``run(model, tiles[i:j], device)`` over batches; a list of numpy outputs."""
+    """Run ``run(model, tiles[i:j], device)`` over batches; a list of numpy outputs.
+
+    On an accelerator, the process's tasks take turns on the device (one lock per model). On
+    the CPU, every task thread runs its own stream of forward passes with its share of the
+    cores (:func:`_cpu_threads_per_task`; the main thread keeps the caller's
+    ``torch.set_num_threads``), without a lock: a model in eval mode under
+    ``torch.inference_mode`` is read-only. Independent single-threaded streams keep all cores
+    busy with no synchronisation between them, and reading and cutting the next chunk overlaps
+    with the encoder of another; one stream spread over all cores waits at the barriers of
+    every layer instead (and degrades badly when the machine is shared).
+    """
+    import contextlib
+
     import torch
 
     model, lock, dev = _get_model(ref)
+    guard: Any = lock
+    if dev.type == "cpu":
+        guard = contextlib.nullcontext()
+        # the main thread keeps the caller's torch settings; a pool thread takes its share
+        if threading.current_thread() is not threading.main_thread():
+            threads = _cpu_threads_per_task()
+            if getattr(_THREAD, "torch_threads", None) != threads:
+                # under OpenMP this sets the team size of the calling thread only
+                torch.set_num_threads(threads)
+                _THREAD.torch_threads = threads
     outs: list[np.ndarray] = []
-    with lock, torch.inference_mode():
+    with guard, torch.inference_mode():
         for start in range(0, tiles.shape[0], batch_size):
             y = run(model, tiles[start : start + batch_size], dev)
             outs.append(y.float().cpu().numpy())
