@@ -297,7 +297,7 @@ def _cpu_threads_per_task() -> int:
     """Torch threads for one task on the CPU: the cores shared among the tasks running at once.
 
     In the main thread (Dask's synchronous scheduler, or a plain call) a task has the whole
-    machine; in a Dask distributed worker, ``cores // nthreads`` of its threads; in a pool
+    machine; in a Dask distributed worker, one per worker thread; in a pool
     thread of Dask's threaded scheduler, ``cores // num_workers`` (Dask's ``num_workers``
     setting, the number of cores by default).
     """
@@ -308,9 +308,9 @@ def _cpu_threads_per_task() -> int:
     try:
         from distributed import get_worker
 
-        worker = get_worker()
-        nthreads: Any = getattr(worker, "nthreads", None) or getattr(worker.state, "nthreads", 1)
-        return max(1, cores // max(1, int(nthreads or 1)))
+        get_worker()
+        # a worker's threads are its CPU budget (its nanny also sets OMP_NUM_THREADS=1)
+        return 1
     except (ImportError, ValueError):
         pass
     import dask
