@@ -26,6 +26,7 @@ __all__ = [
     "band_units",
     "canonical_band_name",
     "canonical_band_names",
+    "check_dtype",
     "check_times",
     "db_to_linear",
     "grids_equal",
@@ -69,6 +70,8 @@ _ALIASES: dict[str, str] = {
 }
 
 _UNITS = {"s1": "dB", "s2": "1"}
+#: dtype kinds a cube may hold: signed/unsigned integers and floats.
+_NUMBER_KINDS = ("i", "u", "f")
 
 
 def canonical_band_name(name: Hashable) -> str:
@@ -189,8 +192,10 @@ def as_cube(obj: xr.DataArray | xr.Dataset, *, name: str = "cube") -> xr.DataArr
         )
     if 0 in da.shape:
         raise ValueError(
-            f"{name} is empty: its shape is {dict(zip(da.dims, da.shape, strict=True))}"
+            f"{name} is empty: its shape is {dict(zip(da.dims, da.shape, strict=True))}; "
+            "select a non-empty time range, band list and area"
         )
+    check_dtype(da, name=name)
     order = [d for d in ("time", "band", "y", "x") if d in da.dims]
     da = da.transpose(*order)
     if "band" not in da.coords:
@@ -199,6 +204,43 @@ def as_cube(obj: xr.DataArray | xr.Dataset, *, name: str = "cube") -> xr.DataArr
     if len(set(da["band"].values.tolist())) != da.sizes["band"]:
         raise ValueError(f"{name} has duplicate band names: {list(da['band'].values)}")
     return da
+
+
+def check_dtype(cube: xr.DataArray, *, name: str = "cube") -> None:
+    """Raise a clear :class:`TypeError` when ``cube`` does not hold real numbers.
+
+    A cube holds physical values (float32 after loading; integers are accepted and read as
+    numbers). Complex, boolean, string, object and datetime data are refused with a hint on how
+    to convert them. Only the dtype is looked at: nothing is computed.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> check_dtype(xr.DataArray(np.zeros(2, "float32")))
+    >>> check_dtype(xr.DataArray(np.zeros(2, "complex64")), name="s1")
+    Traceback (most recent call last):
+    ...
+    TypeError: s1 has dtype complex64, but a cube holds real numbers ...
+    """
+    dtype = np.dtype(cube.dtype)
+    if dtype.kind in _NUMBER_KINDS:
+        return
+    hints = {
+        "c": "for complex SAR data take the backscatter power (abs(x) ** 2) and convert it "
+        "with eo_contrast.linear_to_db",
+        "b": f"a boolean mask is not a cube: apply it with {name}.where(mask), or cast it "
+        f"with {name}.astype('float32') if the values really are 0/1 data",
+        "U": f"parse the strings into numbers first (e.g. {name}.astype('float32'))",
+        "S": f"parse the bytes into numbers first (e.g. {name}.astype('float32'))",
+        "O": f"convert the Python objects into numbers first (e.g. {name}.astype('float32'))",
+        "M": "datetimes are coordinates, not band values: put them in a 'time' coordinate",
+        "m": "durations are not band values: convert them to numbers first",
+    }
+    hint = hints.get(dtype.kind, f"convert it with {name}.astype('float32')")
+    raise TypeError(
+        f"{name} has dtype {dtype}, but a cube holds real numbers in physical units (float32: "
+        f"Sentinel-1 in dB, Sentinel-2 reflectance 0..1); {hint}"
+    )
 
 
 def band_units(cube: xr.DataArray) -> dict[str, str]:
@@ -231,9 +273,21 @@ def check_times(cube: xr.DataArray | xr.Dataset, *, name: str = "cube") -> pd.Da
     """Return the time index of ``cube`` as naive UTC, checking it is sorted and unique."""
     if "time" not in cube.dims:
         raise ValueError(f"{name} has no 'time' dim; acquisition times are needed here")
-    times = pd.DatetimeIndex(cube["time"].values)
+    try:
+        times = pd.DatetimeIndex(cube["time"].values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name} time coordinate holds {cube['time'].dtype} values that are not datetimes "
+            f"({err}); give it datetime64 acquisition times"
+        ) from err
     if times.tz is not None:
         times = times.tz_convert("UTC").tz_localize(None)
+    if times.hasnans:
+        missing = int(np.count_nonzero(times.isna()))
+        raise ValueError(
+            f"{name} has {missing} missing time(s) (NaT) in its time coordinate: drop those "
+            f"scenes (e.g. {name}.sel(time={name}.time.notnull())) or give them their times"
+        )
     dup = times[times.duplicated()].unique()
     if len(dup):
         raise ValueError(

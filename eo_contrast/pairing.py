@@ -242,6 +242,38 @@ def _geobox(cube: xr.DataArray, name: str) -> Any:
     return gbox
 
 
+def _check_geographic(cube: xr.DataArray, name: str) -> None:
+    """Refuse a geographic CRS whose x/y coordinates cannot be longitudes/latitudes."""
+    crs = cube.rio.crs
+    if crs is None or not crs.is_geographic:
+        return
+    x = np.asarray(cube["x"].values, dtype="float64")
+    y = np.asarray(cube["y"].values, dtype="float64")
+    if x.size and y.size and (np.abs(y).max() > 90 or x.min() < -180 or x.max() > 360):
+        raise ValueError(
+            f"{name} has the geographic CRS {crs} (degrees), but its coordinates span x "
+            f"{x.min():g}..{x.max():g} and y {y.min():g}..{y.max():g}, which are not "
+            f"longitudes/latitudes: its CRS is probably wrong. Record the right one with "
+            f"{name}.rio.write_crs('EPSG:XXXX')"
+        )
+
+
+def _check_transformable(s1: xr.DataArray, s2: xr.DataArray) -> None:
+    """Refuse CRSs that PROJ cannot transform between (engineering, other planets, ...)."""
+    from pyproj import Transformer
+    from pyproj.exceptions import ProjError
+
+    crs1, crs2 = s1.rio.crs, s2.rio.crs
+    try:
+        Transformer.from_crs(crs1, crs2, always_xy=True)
+    except ProjError as err:
+        raise ValueError(
+            f"the CRS of s1 ({crs1}) cannot be transformed to the CRS of s2 ({crs2}), so s1 "
+            f"cannot be put on the s2 grid ({str(err).rstrip('.')}). Give both cubes Earth "
+            "CRSs (e.g. UTM or EPSG:4326) with .rio.write_crs, or reproject s1 yourself first"
+        ) from err
+
+
 def _check_overlap(gbox1: Any, gbox2: Any) -> None:
     ext2 = gbox2.extent
     try:
@@ -249,9 +281,16 @@ def _check_overlap(gbox1: Any, gbox2: Any) -> None:
         inter = ext1.intersection(ext2)
         empty = inter.is_empty or inter.area <= 0
     except Exception:  # projection failures far outside the S2 CRS domain
-        ext1 = gbox1.extent.to_crs("EPSG:4326")
-        inter = ext1.intersection(ext2.to_crs("EPSG:4326"))
-        empty = inter.is_empty or inter.area <= 0
+        try:
+            ext1 = gbox1.extent.to_crs("EPSG:4326")
+            inter = ext1.intersection(ext2.to_crs("EPSG:4326"))
+            empty = inter.is_empty or inter.area <= 0
+        except Exception as err:
+            raise ValueError(
+                f"the s1 footprint (CRS {gbox1.crs}) cannot be projected to the s2 CRS "
+                f"({gbox2.crs}) nor to longitudes/latitudes ({err}); check that the cubes' "
+                "coordinates are in the units of their CRS"
+            ) from err
     if empty:
         b1 = tuple(round(v, 6) for v in gbox1.extent.to_crs("EPSG:4326").boundingbox)
         b2 = tuple(round(v, 6) for v in ext2.to_crs("EPSG:4326").boundingbox)
@@ -273,6 +312,7 @@ def _s1_on_s2_grid(s1: xr.DataArray, s2: xr.DataArray) -> tuple[xr.DataArray, st
         return out, "none (same grid)"
     from odc.geo.xr import xr_reproject
 
+    _check_transformable(s1, s2)
     gbox1, gbox2 = _geobox(s1, "s1"), _geobox(s2, "s2")
     _check_overlap(gbox1, gbox2)
     kw: dict[str, Any] = {}
@@ -338,7 +378,8 @@ def pair(
     ------
     ValueError
         Bands of the wrong sensor (or the arguments swapped), missing/duplicate/unsorted times,
-        no CRS, footprints that do not overlap, a bad ``max_dt``, or no pair within ``max_dt``
+        no CRS, CRSs that cannot be transformed into each other (or a geographic CRS on
+        coordinates that are not degrees), footprints that do not overlap, a bad ``max_dt``, or no pair within ``max_dt``
         (the message gives the closest gap found).
 
     Examples
@@ -372,6 +413,8 @@ def pair(
     t2 = check_times(s2c, name="s2")
     require_crs(s1c, name="s1")
     require_crs(s2c, name="s2")
+    _check_geographic(s1c, "s1")
+    _check_geographic(s2c, "s2")
     _check_regular(s1c, "s1")
     _check_regular(s2c, "s2")
     td = parse_max_dt(max_dt)

@@ -55,7 +55,7 @@ import xarray as xr
 
 from eo_contrast.cube import S1_BANDS, S2_BANDS, canonical_band_name, linear_to_db
 
-__all__ = ["DEFAULT_CHUNK", "BandNotFoundError", "load_stac", "read_items"]
+__all__ = ["DEFAULT_CHUNK", "AssetReadError", "BandNotFoundError", "load_stac", "read_items"]
 
 #: Default spatial chunk edge (pixels) of loaded cubes: one chunk holds one time step, all bands
 #: and 1024 x 1024 pixels (4 MiB per band in float32), a good unit for tile streaming.
@@ -91,6 +91,123 @@ class BandNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class AssetReadError(OSError):
+    """Reading one asset of one STAC item failed: a missing, truncated, corrupt or unreachable file.
+
+    Raised when the cube is computed (the loader is lazy); the message names the item id, the
+    asset key and the href that was read.
+    """
+
+
+def _error_text(err: BaseException) -> str:
+    """The messages of ``err`` and of the exceptions that caused it, without repeats."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen and len(parts) < 4:
+        seen.add(id(current))
+        text = str(current).strip().rstrip(".") or type(current).__name__
+        if text not in parts and "See previous exception" not in text:
+            parts.append(text)
+        current = current.__cause__ or current.__context__
+    return "; ".join(parts)
+
+
+#: href -> ((item id, asset key), ...): which assets a file read belongs to
+_Sources = dict[str, tuple[tuple[str, str], ...]]
+
+
+def _describe_source(sources: _Sources, href: str) -> str:
+    owners = sources.get(href, ())
+    if not owners:
+        return f"asset file {href}"
+    named = "; ".join(f"asset {key!r} of STAC item {item!r}" for item, key in owners)
+    return f"{named} ({href})"
+
+
+class _NamedReader:
+    """A reader (odc-loader or stackstac) whose read errors name the STAC item and asset."""
+
+    def __init__(self, inner: Any, sources: _Sources, href: str) -> None:
+        self._inner = inner
+        self._sources = sources
+        self._href = href
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._inner.read(*args, **kwargs)
+        except Exception as err:
+            raise AssetReadError(
+                f"cannot read {_describe_source(self._sources, self._href)}: "
+                f"{_error_text(err)}. The file is missing, truncated, corrupt or unreachable: "
+                "re-download or repair it, point href_map at a good copy, or leave that item "
+                "out of the items"
+            ) from err
+
+    def close(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
+
+
+class _NamedDriver:
+    """odc-loader reader driver: rasterio reads (odc's ``RioDriver``) with named errors.
+
+    odc-stac parses the items with its own STAC metadata parser (``md_parser`` is None).
+    """
+
+    def __init__(self, sources: _Sources) -> None:
+        from odc.loader import RioDriver
+
+        self._inner = RioDriver()
+        self._sources = sources
+
+    def __dask_tokenize__(self) -> Any:
+        return (type(self).__name__, sorted(self._sources.items()))
+
+    def new_load(self, geobox: Any, *, chunks: Any = None) -> Any:
+        return self._inner.new_load(geobox, chunks=chunks)
+
+    def finalise_load(self, load_state: Any) -> Any:
+        return self._inner.finalise_load(load_state)
+
+    def capture_env(self) -> dict[str, Any]:
+        return self._inner.capture_env()
+
+    def restore_env(self, env: dict[str, Any], load_state: Any) -> Any:
+        return self._inner.restore_env(env, load_state)
+
+    def open(self, src: Any, ctx: Any) -> _NamedReader:
+        return _NamedReader(self._inner.open(src, ctx), self._sources, str(src.uri))
+
+    @property
+    def md_parser(self) -> Any:
+        return None
+
+    @property
+    def dask_reader(self) -> Any:
+        return None
+
+    @property
+    def aux_reader(self) -> Any:
+        return None
+
+
+class _StackstacReaders:
+    """A stackstac ``reader``: builds its rasterio reader per asset, with named errors."""
+
+    def __init__(self, sources: _Sources) -> None:
+        self._sources = sources
+
+    def __dask_tokenize__(self) -> Any:
+        return (type(self).__name__, sorted(self._sources.items()))
+
+    def __call__(self, *, url: str, **kwargs: Any) -> _NamedReader:
+        from stackstac.rio_reader import AutoParallelRioReader
+
+        return _NamedReader(AutoParallelRioReader(url=url, **kwargs), self._sources, url)
 
 
 @dataclass(frozen=True)
@@ -786,12 +903,14 @@ def _load_odc(
     gbox: Any,
     chunks: dict[str, int],
     group_of: list[int],
+    sources: _Sources,
     positive_only: Sequence[str] = (),
 ) -> xr.DataArray:
     """float32 slices ``(item, band, y, x)`` on ``gbox``: one per distinct ``group_of`` key.
 
     Items sharing a key are mosaicked by odc-stac in input order; for ``positive_only`` bands
-    (linear power, to become dB) values <= 0 are filled from later items like nodata.
+    (linear power, to become dB) values <= 0 are filled from later items like nodata. Read
+    errors name the item and asset (``sources``).
     """
     import odc.stac
 
@@ -808,16 +927,38 @@ def _load_odc(
         stac_cfg=_STAC_CFG,
         fail_on_error=True,
         fuse_func={b: (fuser if b in positive_only else None) for b in bands},
+        driver=_NamedDriver(sources),
     )
     ydim, xdim = gbox.dimensions
     da = ds[bands].to_array("band").transpose("time", "band", ydim, xdim)
     return da.drop_vars(list(da.coords)).rename({"time": "item", ydim: "y", xdim: "x"})
 
 
+def _stackstac_dict(clone: pystac.Item) -> dict[str, Any]:
+    """The item as stackstac reads it: ``proj:epsg`` (which it needs to place each asset from
+    ``proj:transform``/``proj:shape``) restored where pystac migrated it to ``proj:code``, and
+    the ``bbox`` kept also for items without a geometry."""
+    d = clone.to_dict(include_self_link=False, transform_hrefs=False)
+    code = str(d["properties"].get("proj:code") or "")
+    if "proj:epsg" not in d["properties"] and code.upper().startswith("EPSG:"):
+        d["properties"]["proj:epsg"] = int(code.split(":")[1])
+    for asset in d["assets"].values():
+        code = str(asset.get("proj:code") or "")
+        if "proj:epsg" not in asset and code.upper().startswith("EPSG:"):
+            asset["proj:epsg"] = int(code.split(":")[1])
+    if "bbox" not in d and clone.bbox:
+        d["bbox"] = list(clone.bbox)
+    return d
+
+
 def _load_stackstac(
-    clones: list[pystac.Item], bands: list[str], gbox: Any, chunks: dict[str, int]
+    clones: list[pystac.Item],
+    bands: list[str],
+    gbox: Any,
+    chunks: dict[str, int],
+    sources: _Sources,
 ) -> xr.DataArray:
-    """float32 slices ``(item, band, y, x)`` on ``gbox``, one per item."""
+    """float32 slices ``(item, band, y, x)`` on ``gbox``, one per item (named read errors)."""
     import stackstac
     from rasterio.enums import Resampling
 
@@ -832,7 +973,7 @@ def _load_stackstac(
     res = gbox.resolution
     left, bottom, right, top = gbox.boundingbox
     da = stackstac.stack(
-        clones,
+        [_stackstac_dict(c) for c in clones],
         assets=bands,
         epsg=int(epsg),
         resolution=(abs(res.x), abs(res.y)),
@@ -847,6 +988,7 @@ def _load_stackstac(
         xy_coords="center",
         properties=False,
         band_coords=False,
+        reader=cast(Any, _StackstacReaders(sources)),
     )
     ny, nx = gbox.shape.y, gbox.shape.x
     if (da.sizes["y"], da.sizes["x"]) != (ny, nx):
@@ -1032,6 +1174,9 @@ def load_stac(
         ``groupby``.
     BandNotFoundError
         (a ``KeyError``) A requested band no item has; the message lists the available bands.
+    AssetReadError
+        (an ``OSError``, when the cube is computed) A file that cannot be read: missing,
+        truncated, corrupt or unreachable; the message names the item id, asset key and href.
 
     Examples
     --------
@@ -1108,6 +1253,14 @@ def load_stac(
         _clone(i, it, rec, band_names, href_fn)
         for i, (it, rec) in enumerate(zip(sel_items, sel_recipes, strict=True))
     ]
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for clone, item, rec in zip(clones, sel_items, sel_recipes, strict=True):
+        for b in band_names:
+            href = str(clone.assets[b].href)
+            entry = (str(item.id), rec[b].asset_key)
+            if entry not in owners.setdefault(href, []):
+                owners[href].append(entry)
+    sources: _Sources = {href: tuple(v) for href, v in owners.items()}
     gbox = _geobox(clones, band_names, crs, resolution, box)
     # odc-stac can mosaic a group itself when its items share one recipe, and (as the fuser is
     # chosen per band) every item agrees on which bands are linear power.
@@ -1120,14 +1273,14 @@ def load_stac(
         # (time, id) order, nodata-aware), then the recipe is applied once per time step.
         group_of = [k for k, g in enumerate(groups) for _ in g]
         linear = [b for b in band_names if sel_recipes[0][b].to_db]
-        raw = _load_odc(clones, band_names, gbox, chunk_map, group_of, linear)
+        raw = _load_odc(clones, band_names, gbox, chunk_map, group_of, sources, linear)
         cube = _to_physical(raw, [sel_recipes[g[0]] for g in groups], band_names)
         cube = cube.rename(item="time")
     else:
         raw = (
-            _load_odc(clones, band_names, gbox, chunk_map, list(range(len(clones))))
+            _load_odc(clones, band_names, gbox, chunk_map, list(range(len(clones))), sources)
             if engine == "odc"
-            else _load_stackstac(clones, band_names, gbox, chunk_map)
+            else _load_stackstac(clones, band_names, gbox, chunk_map, sources)
         )
         phys = _to_physical(raw, sel_recipes, band_names)
         steps = []

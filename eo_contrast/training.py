@@ -56,6 +56,8 @@ _HISTORY_COLUMNS = ("step", "epoch", "loss", "lr", "temperature", "pairs_per_s")
 _MAX_LOG_SCALE = math.log(100.0)
 _RESUME_KEYS = ("method", "tile", "batch_size", "seed", "encoder", "stem", "width", "sensor")
 _CKPT_RE = re.compile(r"^step-(\d+)\.safetensors$")
+#: Temporary files of checkpoint writes (see ``write_checkpoint``) left by a killed process.
+_TMP_RE = re.compile(r"^\.step-\d+\.safetensors\.[0-9a-f]+\.tmp$")
 #: Values sampled per band to estimate statistics of bands without defaults.
 _SAMPLE_VALUES = 1_000_000
 
@@ -117,6 +119,22 @@ def _data_units(pairs: xr.Dataset, sensor: str) -> str | None:
     return values.pop() if len(values) == 1 else ",".join(sorted(values))
 
 
+def _check_units(data: xr.Dataset, sensors: Sequence[str], expected: Mapping[str, str]) -> None:
+    """Refuse data whose ``<sensor>_units`` coordinate differs from the model's units."""
+    for s in sensors:
+        unit = _data_units(data, s)
+        if unit is not None and unit != expected[s]:
+            hint = (
+                "convert linear backscatter with ec.linear_to_db"
+                if s == "s1"
+                else "scale reflectance to 0..1"
+            )
+            raise ValueError(
+                f"{s} is in units {unit!r} but the model's {s} encoder expects "
+                f"{expected[s]!r}; {hint}"
+            )
+
+
 def _sample_stats(
     var: xr.DataArray, band_dim: str, idx: list[int]
 ) -> tuple[list[float], list[float]]:
@@ -170,16 +188,7 @@ def _build_model(
             for i, mi, si in zip(unknown, m, sd, strict=True):
                 mean[i], std[i] = mi, si
             normalization[s] = {"mean": mean, "std": std}
-        unit = _data_units(data, s)
-        if unit is not None and unit != DEFAULT_UNITS[s]:
-            hint = (
-                "convert linear backscatter with ec.linear_to_db"
-                if s == "s1"
-                else "scale reflectance to 0..1"
-            )
-            raise ValueError(
-                f"{s} is in units {unit!r} but pretraining expects {DEFAULT_UNITS[s]!r}; {hint}"
-            )
+    _check_units(data, sensors, DEFAULT_UNITS)
     return DualEncoder(
         bands,
         arch=encoder,
@@ -500,7 +509,8 @@ def pretrain(
     checkpoint_dir
         Folder for training checkpoints ``step-NNNNNNNN.safetensors`` (weights, AdamW state,
         schedule position, augmentation RNG state, the log so far; tensors in safetensors,
-        the rest JSON; written atomically through a temporary file and :func:`os.replace`).
+        the rest JSON; written atomically through a temporary file and :func:`os.replace`;
+        temporary files left by a killed run are removed at the next checkpoint).
     checkpoint_every
         Write a checkpoint every this many updates; ``None``: at the end of every epoch. A last
         one is always written at the end of the run.
@@ -653,6 +663,7 @@ def pretrain(
             data, sensors, method, encoder, stem, seed, temperature, embed_dim, width
         )
     assert model is not None
+    _check_units(data, sensors, model.units)
 
     # -- data ----------------------------------------------------------------------------------
     # TileStream raises (ValueError) for a tile larger than the cube or its chunks, with advice
@@ -742,6 +753,10 @@ def pretrain(
         state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
         path = ckpt_dir / f"step-{step:08d}.safetensors"
         _write_state(path, model, optimizer, state, config, history, generator)
+        # temporary files of writes cut short by a killed process are never checkpoints
+        for stale in ckpt_dir.iterdir():
+            if _TMP_RE.match(stale.name):
+                stale.unlink(missing_ok=True)
         if keep_checkpoints is not None:
             found = sorted(
                 (int(m.group(1)), f) for f in ckpt_dir.iterdir() if (m := _CKPT_RE.match(f.name))
@@ -894,7 +909,8 @@ def retrieval_accuracy(
     Raises
     ------
     ValueError
-        When the model lacks an S1 or S2 encoder, or ``pairs`` lacks ``s1``/``s2``.
+        When the model lacks an S1 or S2 encoder, ``pairs`` lacks ``s1``/``s2``, or their
+        units (``s1_units``/``s2_units``) are not the model's.
 
     Examples
     --------
@@ -920,6 +936,7 @@ def retrieval_accuracy(
             f"{lacking}"
         )
     data = _check_pairs(pairs, ("s1", "s2"), "multimodal")
+    _check_units(data, ("s1", "s2"), model.units)
     ks = [_check_int("k", v, 1) for v in k]
     if max_tiles is not None:
         max_tiles = _check_int("max_tiles", max_tiles, 2)

@@ -9,7 +9,11 @@ reader. There is no sidecar file.
 Writes are atomic: the bytes go to a temporary file in the target folder, which is flushed,
 synced and then renamed over the target with :func:`os.replace`. Reads check the file before
 trusting it: pickle/zip files (``torch.save``) are refused without being opened by torch,
-truncated or corrupt files raise :class:`CheckpointError` naming the path.
+truncated or corrupt files raise :class:`CheckpointError` naming the path. The SHA-256 of the
+tensors (names, dtypes, shapes and bytes) is recorded in the header metadata under
+``"eo_contrast.sha256"`` and checked on read, so damage inside the tensor data (which the
+safetensors format itself cannot notice) is refused too; files without it (older ones) are read
+without that check.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "DIGEST_KEY",
     "METADATA_KEY",
     "CheckpointError",
     "check_tensors",
@@ -35,11 +40,37 @@ __all__ = [
 
 #: Key of the JSON metadata document in the safetensors header metadata.
 METADATA_KEY = "eo_contrast"
+#: Key of the SHA-256 of the tensors (see :func:`tensor_digest`) in the header metadata.
+DIGEST_KEY = "eo_contrast.sha256"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
 class CheckpointError(ValueError):
     """A file is not a valid eo-contrast checkpoint (wrong format, corrupt, or mismatched)."""
+
+
+def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of tensors: their names, dtypes, shapes and bytes, in name order.
+
+    It does not depend on where the tensors live or on the file layout, so the digest recorded
+    by :func:`write_checkpoint` can be checked on the tensors read back.
+
+    Examples
+    --------
+    >>> import torch
+    >>> a = tensor_digest({"w": torch.ones(2)})
+    >>> a == tensor_digest({"w": torch.ones(2)}), a == tensor_digest({"w": torch.zeros(2)})
+    (True, False)
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def write_checkpoint(
@@ -78,7 +109,9 @@ def write_checkpoint(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"checkpoint metadata for {target} is not strict JSON: {exc}") from exc
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    blob = save(data, metadata={"format": "pt", METADATA_KEY: text})
+    blob = save(
+        data, metadata={"format": "pt", METADATA_KEY: text, DIGEST_KEY: tensor_digest(data)}
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -201,7 +234,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     FileNotFoundError
         When ``path`` does not exist.
     CheckpointError
-        When the file is a pickle/zip file, truncated, corrupt, or lacks eo-contrast metadata.
+        When the file is a pickle/zip file, truncated, corrupt (also inside the tensor data,
+        when the file records its SHA-256), or lacks eo-contrast metadata.
     """
     from safetensors.torch import load_file
 
@@ -212,6 +246,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         tensors = load_file(p, device="cpu")
     except Exception as exc:  # safetensors raises its own error types for corrupt data
         raise CheckpointError(f"{p} is corrupt: safetensors could not read it ({exc})") from exc
+    recorded = (header.get("__metadata__") or {}).get(DIGEST_KEY)
+    if recorded is not None and recorded != tensor_digest(tensors):
+        raise CheckpointError(
+            f"{p} is corrupt: its tensor data does not match the SHA-256 recorded when it was "
+            "written, so the file was damaged afterwards (disk, copy or download); restore it "
+            "from a good copy or save the model again"
+        )
     return tensors, meta
 
 

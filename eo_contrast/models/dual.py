@@ -96,6 +96,16 @@ def _package_version() -> str:
         return "0.0.0"
 
 
+def _check_real(sensor: str, dtype: Any, refused: bool) -> None:
+    """Refuse complex, boolean, string and object input to the encoders' normalisation."""
+    if refused:
+        raise TypeError(
+            f"{sensor} input has dtype {dtype}, but the encoder takes real numbers in physical "
+            "units (float32: S1 in dB, S2 reflectance 0..1); convert it first (complex SAR: "
+            "abs(x) ** 2, then eo_contrast.linear_to_db)"
+        )
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -490,6 +500,8 @@ class DualEncoder(nn.Module):
             When the model has no encoder for ``sensor``.
         ValueError
             When the band count or the units do not match.
+        TypeError
+            When ``x`` does not hold real numbers (complex, boolean, strings, objects).
 
         Examples
         --------
@@ -512,9 +524,12 @@ class DualEncoder(nn.Module):
             )
         # at most one copy of the input, then everything in place
         if isinstance(x, torch.Tensor):
+            _check_real(sensor, x.dtype, x.is_complex() or x.dtype == torch.bool)
             t = x.detach().to(torch.float32, copy=copy)
         else:
-            arr = np.array(x, dtype=np.float32) if copy else np.asarray(x, dtype=np.float32)
+            src = np.asarray(x)
+            _check_real(sensor, src.dtype, src.dtype.kind not in "iuf")
+            arr = np.array(src, dtype=np.float32) if copy else src.astype(np.float32, copy=False)
             if not arr.flags.writeable:
                 arr = arr.copy()
             t = torch.from_numpy(arr)
@@ -530,6 +545,71 @@ class DualEncoder(nn.Module):
         std = torch.tensor(self._norm[sensor]["std"], dtype=torch.float32, device=t.device)
         t.sub_(mean[:, None, None]).div_(std[:, None, None])
         return t.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+    def denormalize(
+        self, sensor: str, x: np.ndarray | torch.Tensor, *, device: str | torch.device | None = None
+    ) -> torch.Tensor:
+        """Undo :meth:`normalize`: encoder input back to physical units, ``x * std + mean``.
+
+        The inverse of :meth:`normalize` for finite values: ``denormalize(s, normalize(s, x))``
+        equals ``x`` up to float32 rounding. Nodata cannot be recovered: :meth:`normalize` turns
+        NaN into 0, which comes back as the band mean.
+
+        Parameters
+        ----------
+        sensor
+            ``"s1"`` or ``"s2"``.
+        x
+            Normalised array ``(..., C, H, W)`` with ``C == len(bands[sensor])`` (numpy or torch;
+            never modified).
+        device
+            Where the result goes; ``None`` keeps a tensor's device (CPU for arrays).
+
+        Returns
+        -------
+        torch.Tensor
+            float32, same shape as ``x``, in the units of ``units[sensor]``.
+
+        Raises
+        ------
+        KeyError
+            When the model has no encoder for ``sensor``.
+        ValueError
+            When the band count does not match.
+        TypeError
+            When ``x`` does not hold real numbers.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> model = DualEncoder({"s1": ["vv", "vh"]}, normalization={
+        ...     "s1": {"mean": [-12.0, -20.0], "std": [4.0, 5.0]}})
+        >>> x = np.array([[[-8.0, -16.0]], [[-25.0, -20.0]]])  # (C=2, H=1, W=2), dB
+        >>> z = model.normalize("s1", x)
+        >>> z.tolist()
+        [[[1.0, -1.0]], [[-1.0, 0.0]]]
+        >>> model.denormalize("s1", z).tolist()
+        [[[-8.0, -16.0]], [[-25.0, -20.0]]]
+        """
+        self._sensor(sensor)
+        if isinstance(x, torch.Tensor):
+            _check_real(sensor, x.dtype, x.is_complex() or x.dtype == torch.bool)
+            t = x.detach().to(torch.float32, copy=True)
+        else:
+            src = np.asarray(x)
+            _check_real(sensor, src.dtype, src.dtype.kind not in "iuf")
+            t = torch.from_numpy(np.array(src, dtype=np.float32))
+        n = len(self._bands[sensor])
+        if t.ndim < 3 or t.shape[-3] != n:
+            raise ValueError(
+                f"{sensor} input must have shape (..., {n}, H, W) for bands "
+                f"{self._bands[sensor]}, got {tuple(t.shape)}"
+            )
+        if device is not None:
+            t = t.to(resolve_device(device))
+        mean = torch.tensor(self._norm[sensor]["mean"], dtype=torch.float32, device=t.device)
+        std = torch.tensor(self._norm[sensor]["std"], dtype=torch.float32, device=t.device)
+        return t.mul_(std[:, None, None]).add_(mean[:, None, None])
 
     def encoder(self, sensor: str) -> ResNetEncoder:
         """The encoder of ``sensor``: normalised ``(B, C, H, W)`` -> ``(B, feature_dim)``."""
