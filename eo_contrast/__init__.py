@@ -33,7 +33,7 @@ from eo_contrast.datasets import (
 )
 from eo_contrast.inference import embed, segment
 from eo_contrast.pairing import pair
-from eo_contrast.stac import load_stac
+from eo_contrast.stac import AssetReadError, BandNotFoundError, load_stac
 from eo_contrast.store import to_zarr
 from eo_contrast.training import pretrain, retrieval_accuracy
 
@@ -62,6 +62,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "S1_BANDS",
     "S2_BANDS",
+    "AssetReadError",
+    "BandNotFoundError",
     "DualEncoder",
     "SegmentationModel",
     "__version__",
