@@ -16,6 +16,10 @@ worker can read and pass its path.
 
 Results do not depend on the chunking of the input: tiles sit on one global grid, and each tile
 sees exactly the same pixels (halo included) whatever chunk it falls in.
+
+On a Dask cluster whose workers declare a ``GPU`` resource (``dask worker --resources GPU=1``),
+the model tasks ask for ``resources={"GPU": 1}`` unless ``device`` names a CPU-like device, so
+each GPU runs one model task at a time (see :func:`_task_resources`).
 """
 
 from __future__ import annotations
@@ -169,6 +173,60 @@ def _clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
         _LOADS.clear()
+
+
+# ----------------------------------------------------------------------------- Dask resources
+
+#: Dask resource a model task holds on a worker that declares it (``dask worker --resources GPU=1``)
+GPU_RESOURCE = "GPU"
+
+
+def _task_resources(device: str) -> dict[str, float] | None:
+    """Dask resources each model task should request: ``{"GPU": 1}`` or ``None``.
+
+    ``{"GPU": 1}`` when the tasks may run on a GPU (``device`` is ``"auto"`` or ``"cuda..."``,
+    resolved where the task runs) and the current distributed client's workers declare a
+    ``GPU`` resource: the scheduler then runs at most one model task per declared GPU, on
+    workers that have one. ``None`` without a distributed client, without workers declaring
+    ``GPU``, for other devices, or when the caller already set resources with
+    ``dask.annotate(resources=...)`` (those apply as they are).
+    """
+    import sys
+
+    import dask
+
+    if "resources" in dask.get_annotations():
+        return None
+    name = str(device).strip().lower()
+    if name != "auto" and not name.startswith("cuda"):
+        return None
+    if "distributed" not in sys.modules:  # no client can exist without it
+        return None
+    from distributed import default_client
+
+    try:
+        client = default_client()
+    except ValueError:  # no client
+        return None
+    if getattr(client, "asynchronous", False):
+        return None  # an asynchronous client has no synchronous view of its workers
+    try:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    except (OSError, TimeoutError):
+        return None
+    if any((w.get("resources") or {}).get(GPU_RESOURCE) for w in workers.values()):
+        return {GPU_RESOURCE: 1}
+    return None
+
+
+def _annotated(device: str) -> Any:
+    """``dask.annotate(resources=...)`` for the model tasks' layer, or a null context."""
+    import contextlib
+
+    import dask
+
+    resources = _task_resources(device)
+    return dask.annotate(resources=resources) if resources else contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -510,7 +568,9 @@ def embed(
     batch_size
         Tiles per forward pass; all tiles of a chunk are batched together.
     device
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ... (resolved where the chunk is computed).
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ... (resolved where the chunk is computed). With
+        ``"auto"`` or ``"cuda..."`` on a Dask cluster whose workers declare a ``GPU`` resource,
+        each model task requests ``resources={"GPU": 1}``.
     dtype
         ``"float32"`` or ``"float16"``.
 
@@ -626,23 +686,24 @@ def embed(
     else:
         out_space = (tuple(chunks[ax_y]), tuple(chunks[ax_y + 1]))
     out_chunks = (*(tuple(chunks[:1]) if has_time else ()), (dim,), *out_space)
-    out = da.map_blocks(
-        _embed_block,
-        data,
-        ref=ref,
-        sensor=sensor,
-        level=level,
-        tile=tile,
-        halo=overlap,
-        batch_size=batch_size,
-        dim=dim,
-        out_dtype=str(dtype),
-        has_time=has_time,
-        chunks=out_chunks,
-        dtype=np.dtype(str(dtype)),
-        name=f"embed-{level}-{ref.sha256[:12]}",
-        meta=np.empty((0,) * len(out_chunks), dtype=str(dtype)),
-    )
+    with _annotated(device):
+        out = da.map_blocks(
+            _embed_block,
+            data,
+            ref=ref,
+            sensor=sensor,
+            level=level,
+            tile=tile,
+            halo=overlap,
+            batch_size=batch_size,
+            dim=dim,
+            out_dtype=str(dtype),
+            has_time=has_time,
+            chunks=out_chunks,
+            dtype=np.dtype(str(dtype)),
+            name=f"embed-{level}-{ref.sha256[:12]}",
+            meta=np.empty((0,) * len(out_chunks), dtype=str(dtype)),
+        )
     coords: dict[Hashable, Any] = {"feature": np.arange(dim)}
     if has_time:
         coords["time"] = sel["time"].values
@@ -842,7 +903,9 @@ def segment(
     batch_size
         Tiles per forward pass.
     device
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ... (resolved where the chunk is computed). With
+        ``"auto"`` or ``"cuda..."`` on a Dask cluster whose workers declare a ``GPU`` resource,
+        each model task requests ``resources={"GPU": 1}``.
 
     Returns
     -------
@@ -917,29 +980,30 @@ def segment(
         "batch_size": batch_size,
         "has_lead": bool(lead),
     }
-    if probabilities:
-        out = da.map_blocks(
-            _segment_block,
-            ext,
-            chunks=(*lead_chunks, (k,), *out_space),
-            dtype=np.float32,
-            name=f"segment-prob-{ref.sha256[:12]}",
-            meta=np.empty((0,) * (len(lead) + 3), dtype=np.float32),
-            **kw,
-        )
-        dims = (*lead, "class", "y", "x")
-    else:
-        out = da.map_blocks(
-            _segment_block,
-            ext,
-            chunks=(*lead_chunks, *out_space),
-            drop_axis=len(lead),
-            dtype=np.int16,
-            name=f"segment-{ref.sha256[:12]}",
-            meta=np.empty((0,) * (len(lead) + 2), dtype=np.int16),
-            **kw,
-        )
-        dims = (*lead, "y", "x")
+    with _annotated(device):
+        if probabilities:
+            out = da.map_blocks(
+                _segment_block,
+                ext,
+                chunks=(*lead_chunks, (k,), *out_space),
+                dtype=np.float32,
+                name=f"segment-prob-{ref.sha256[:12]}",
+                meta=np.empty((0,) * (len(lead) + 3), dtype=np.float32),
+                **kw,
+            )
+            dims = (*lead, "class", "y", "x")
+        else:
+            out = da.map_blocks(
+                _segment_block,
+                ext,
+                chunks=(*lead_chunks, *out_space),
+                drop_axis=len(lead),
+                dtype=np.int16,
+                name=f"segment-{ref.sha256[:12]}",
+                meta=np.empty((0,) * (len(lead) + 2), dtype=np.int16),
+                **kw,
+            )
+            dims = (*lead, "y", "x")
     coords: dict[Hashable, Any] = {d: template[d].values for d in (*lead, "y", "x")}
     for d in lead:  # keep per-time coordinates (e.g. s1_time, s2_time, dt along "pair")
         for cname, coord in template.coords.items():

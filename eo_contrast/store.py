@@ -84,15 +84,102 @@ def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(url, **dict(storage_options or {}))
 
 
+#: fsspec protocols whose first path element is a bucket (or container)
+_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss")
+#: exception class names (botocore, google-auth, azure) meaning "no credentials were found"
+_NO_CREDENTIALS = ("NoCredentialsError", "DefaultCredentialsError", "ClientAuthenticationError")
+
+
+def _protocol(url: str) -> str:
+    return url.split("://", 1)[0].lower() if _is_url(url) else "file"
+
+
+def _credentials_hint(protocol: str, options: str = "storage_options") -> str:
+    """What to set so that fsspec finds credentials for ``protocol`` (no values shown)."""
+    if protocol in ("s3", "s3a"):
+        return (
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_ENDPOINT_URL for an S3 "
+            f"server other than AWS) or AWS_PROFILE, or give {options} with 'key' and 'secret' "
+            "('anon': true for a public bucket)"
+        )
+    if protocol in ("gs", "gcs"):
+        return f"set GOOGLE_APPLICATION_CREDENTIALS, or give {options} with 'token'"
+    if protocol in ("az", "abfs", "abfss"):
+        return (
+            "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or "
+            f"AZURE_STORAGE_CONNECTION_STRING), or give {options} with 'account_name' and "
+            "'account_key'"
+        )
+    return f"give the credentials in {options}"
+
+
+def _remote_failure(err: BaseException, url: str) -> Exception | None:
+    """A clear exception for a failure of an object store's filesystem, else None.
+
+    Covers missing or partial credentials, access denied and storage options the filesystem
+    does not take. The message names the store and what to set, never credential values.
+    """
+    if _protocol(url) in ("file", "local", "memory"):
+        return None
+    name = type(err).__name__
+    hint = _credentials_hint(_protocol(url))
+    if name in _NO_CREDENTIALS:
+        return PermissionError(f"no credentials found for {url!r}: {hint}")
+    if name == "PartialCredentialsError":  # botocore names what is missing, not the values
+        return PermissionError(f"incomplete credentials for {url!r} ({err}): {hint}")
+    if isinstance(err, TypeError) and "unexpected keyword argument" in str(err):
+        return ValueError(
+            f"the filesystem of {url!r} does not take one of the storage_options ({err}): "
+            "check their names"
+        )
+    if isinstance(err, PermissionError):
+        return PermissionError(f"access to {url!r} was denied ({err}): {hint}")
+    return None
+
+
+def _bucket(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The bucket of an object-store URL, or None for other stores."""
+    if _protocol(url) not in _BUCKET_PROTOCOLS:
+        return None
+    _, root = _fs(url, storage_options)
+    return root.strip("/").split("/", 1)[0] or None
+
+
+def _check_bucket(url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Raise FileNotFoundError naming the bucket when ``url``'s bucket does not exist."""
+    bucket = _bucket(url, storage_options)
+    if bucket is None:
+        return
+    try:
+        fs, _ = _fs(url, storage_options)
+        fs.invalidate_cache(bucket)
+        fs.info(bucket)  # unlike fs.exists, says why when it cannot tell
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"bucket {bucket!r} of {url!r} does not exist: create the bucket first or fix the URL"
+        ) from None
+    except Exception as err:
+        clear = _remote_failure(err, url)
+        if clear is not None:
+            raise clear from None
+        raise
+
+
 def _store_state(url: str, storage_options: Mapping[str, Any] | None) -> str:
     """``"missing"``, ``"zarr"`` (holds Zarr metadata) or ``"other"`` (non-empty, not Zarr)."""
-    fs, root = _fs(url, storage_options)
-    root = root.rstrip("/")
-    fs.invalidate_cache(root)
     try:
-        entries = fs.ls(root, detail=False)  # one listing request on object storage
-    except (FileNotFoundError, NotADirectoryError):
-        return "other" if fs.isfile(root) else "missing"
+        fs, root = _fs(url, storage_options)
+        root = root.rstrip("/")
+        fs.invalidate_cache(root)
+        try:
+            entries = fs.ls(root, detail=False)  # one listing request on object storage
+        except (FileNotFoundError, NotADirectoryError):
+            return "other" if fs.isfile(root) else "missing"
+    except Exception as err:
+        clear = _remote_failure(err, url)
+        if clear is not None:
+            raise clear from None
+        raise
     names = {str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries}
     if names & {"zarr.json", ".zgroup", ".zarray"}:
         return "zarr"
@@ -145,7 +232,9 @@ def _regular_chunks(data: Any, name: Hashable) -> Any:
     import dask.array as da
 
     if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks="auto")
+        values = np.asarray(data)
+        # dask cannot size object (string) elements for "auto" chunks: one chunk then
+        data = da.from_array(values, chunks=-1 if values.dtype.kind == "O" else "auto")
     if data.size == 0:
         raise ValueError(f"data variable {name!r} is empty (shape {data.shape}): nothing to write")
     target = tuple(int(c[0]) for c in data.chunks)
@@ -180,6 +269,12 @@ def _prepare(obj: xr.DataArray | xr.Dataset) -> tuple[xr.Dataset, str | None]:
     non_index = [k for k in coords if k not in ds.dims]
     for key, dvar in ds.data_vars.items():
         var = dvar.variable
+        if var.dtype.kind in ("O", "V"):
+            raise TypeError(
+                f"data variable {key!r} has dtype {var.dtype} (Python objects), which Zarr cannot "
+                "store: convert it first, e.g. obj.astype('float32') for numbers or "
+                "obj.astype(str) for text"
+            )
         if var.dtype.kind == "U":
             var = var.astype(object)
         data = _regular_chunks(var.data, key)
@@ -319,6 +414,14 @@ def _written_flags(url: str, zkw: dict[str, Any], name: str) -> np.ndarray | Non
     return np.asarray(flags[...]).astype(bool)
 
 
+def _members(url: str, zkw: dict[str, Any]) -> set[str]:
+    """Names of the arrays and groups directly in the store's root group."""
+    import zarr
+
+    group = zarr.open_group(url, mode="r", use_consolidated=False, **zkw)
+    return {str(k) for k in group.keys()}  # noqa: SIM118  (zarr Group)
+
+
 def _status(url: str, zkw: dict[str, Any]) -> str | None:
     import zarr
 
@@ -342,6 +445,77 @@ def _finish(url: str, zkw: dict[str, Any]) -> None:
         del group[PROGRESS_GROUP]
     group.attrs.update({STATUS_ATTR: "complete"})
     _consolidate(url, zkw)
+
+
+def _blocks(data: Any) -> np.ndarray:
+    """One :class:`dask.delayed.Delayed` per chunk of ``data``, layer annotations kept.
+
+    ``Array.to_delayed`` wraps the optimised graph in one layer without annotations, and
+    low-level task fusion turns it into a plain dict: both drop annotations such as the Dask
+    resources of the model tasks (``{"GPU": 1}``). Graphs with annotations are therefore
+    optimised with blockwise fusion only (which merges the annotations of fused tasks) and
+    their layers kept.
+    """
+    layers = getattr(getattr(data, "dask", None), "layers", {})
+    if not any(getattr(layer, "annotations", None) for layer in layers.values()):
+        return data.to_delayed()
+    import dask
+    from dask.delayed import Delayed
+
+    keys = data.__dask_keys__()
+    with dask.config.set({"optimization.fuse.active": False}):
+        graph = data.__dask_optimize__(data.__dask_graph__(), keys)
+    first = (data.name, *(0 for _ in data.shape))
+    names = list(graph.layers)
+    layer = next((n for n in names if first in graph.layers[n]), names[-1])
+    out = np.empty(data.numblocks, dtype=object)
+    for idx in np.ndindex(*data.numblocks):
+        out[idx] = Delayed((data.name, *idx), graph, layer=layer)
+    return out
+
+
+def _distributed_client() -> Any:
+    """The distributed client that ``dask.compute`` would use now, or None."""
+    import sys
+
+    if "distributed" not in sys.modules:
+        return None
+    from dask.base import get_scheduler
+    from distributed import Client
+
+    client = getattr(get_scheduler(), "__self__", None)
+    if isinstance(client, Client) and not client.asynchronous:
+        return client
+    return None
+
+
+def _compute(tasks: list[Any], progress: bool) -> None:
+    """Run ``tasks`` with the current scheduler; a progress bar on stdout when asked.
+
+    The bar is Dask's: ``distributed.progress`` on a distributed client, else
+    ``dask.diagnostics.ProgressBar`` (shown for runs longer than a second).
+    """
+    import dask
+
+    if not progress:
+        dask.compute(*tasks)
+        return
+    client = _distributed_client()
+    if client is None:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(minimum=1.0):
+            dask.compute(*tasks)
+        return
+    from distributed import progress as show_progress
+
+    futures = client.compute(tasks)
+    try:
+        show_progress(futures)
+        client.gather(futures)
+    except BaseException:
+        client.cancel(futures)
+        raise
 
 
 # --------------------------------------------------------------------------- public
@@ -389,7 +563,10 @@ def to_zarr(
         same variables, shapes, chunks and coordinates, write only the chunks not recorded as
         written; on a complete store do nothing; on a missing store write normally.
     storage_options
-        Options for the fsspec filesystem of a URL (credentials, endpoint, ...).
+        Options for the fsspec filesystem of a URL (credentials, endpoint, ...). Without them
+        fsspec finds credentials the usual way (``AWS_*`` environment variables, profiles,
+        instance roles for ``s3://``). They travel with the write tasks to the workers of a
+        distributed cluster and are never written to the store.
 
     Returns
     -------
@@ -401,6 +578,12 @@ def to_zarr(
     ------
     FileExistsError
         ``mode="w-"`` on an existing store without ``resume``.
+    FileNotFoundError
+        The bucket of an object-store URL (``s3://bucket/...``) does not exist; the message
+        names it.
+    PermissionError
+        No credentials were found for an object-store URL; the message says what to set
+        (environment variables or ``storage_options``), never the credentials.
     ValueError
         Invalid ``mode``; ``resume`` with ``mode="w"``; a path that exists and is not a Zarr
         store; ``resume`` on a store not written by this function or holding another layout.
@@ -427,6 +610,19 @@ def to_zarr(
     ...
     FileExistsError: Zarr store 'memory://doc/cube.zarr' already exists: ...
     """
+    return _to_zarr(obj, store, mode=mode, resume=resume, storage_options=storage_options)
+
+
+def _to_zarr(
+    obj: xr.DataArray | xr.Dataset,
+    store: str | os.PathLike[str],
+    *,
+    mode: str = "w-",
+    resume: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> xr.DataArray | xr.Dataset:
+    """:func:`to_zarr` with a progress bar when ``progress`` (see :func:`_compute`)."""
     import dask
 
     if mode not in _MODES:
@@ -444,6 +640,8 @@ def to_zarr(
     ds, name = _prepare(obj)
 
     state = _store_state(url, storage_options)
+    if state == "missing":
+        _check_bucket(url, storage_options)
     if state == "other":
         raise ValueError(
             f"{url!r} exists and is not a Zarr store: pick a new path (nothing was written)"
@@ -451,8 +649,16 @@ def to_zarr(
     done: dict[Hashable, np.ndarray | None] = {}
     init = True
     if state == "zarr":
-        if resume:
-            status = _status(url, zkw)
+        members = _members(url, zkw) if resume else set()
+        status = _status(url, zkw) if resume else None
+        if resume and (
+            (status is None and not members)
+            or (status not in (None, "complete") and PROGRESS_GROUP not in members)
+        ):
+            # a write killed inside its metadata step (an empty group, or no completion flags
+            # yet): no chunk is recorded as written, so start it again from scratch
+            pass
+        elif resume:
             if status is None:
                 raise ValueError(
                     f"cannot resume {url!r}: it was not written by eo_contrast.to_zarr (no "
@@ -466,6 +672,7 @@ def to_zarr(
                     "mode='w' to overwrite it, or resume with the same object"
                 )
             if status == "complete":
+                _consolidate(url, zkw)  # idempotent: a kill may have come before it
                 return _result(url, zkw, name)
             init = False
             done = {key: _written_flags(url, zkw, str(key)) for key in ds.data_vars}
@@ -488,7 +695,7 @@ def to_zarr(
         flags = done.get(key)
         if flags is not None and flags.shape != data.numblocks:
             flags = None
-        blocks = data.to_delayed()
+        blocks = _blocks(data)
         direct = var.dtype.kind in _DIRECT_KINDS
         for idx in np.ndindex(*data.numblocks):
             if flags is not None and flags[idx]:
@@ -497,7 +704,7 @@ def to_zarr(
             tasks.append(write(blocks[idx], url, zkw, str(key), var.dims, region, idx, direct))
     if tasks:
         try:
-            dask.compute(*tasks)
+            _compute(tasks, progress)
         except BaseException as err:
             err.add_note(
                 f"eo_contrast.to_zarr: {url!r} is left incomplete ({STATUS_ATTR}='incomplete'); "

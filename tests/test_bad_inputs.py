@@ -670,23 +670,10 @@ REFUSED: dict[str, Refused] = {
     ),
 }
 
-#: Cases that need a change outside this package's reach of these tests (see the reason).
-PENDING: dict[str, str] = {
-    "Python objects: to_zarr": (
-        "store.py: to_zarr should refuse object data with a TypeError naming the variable "
-        "(it fails inside dask's automatic chunking with NotImplementedError)"
-    ),
-}
-
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=PENDING[n]))
-        if n in PENDING
-        else n
-        for n in REFUSED
-    ],
+    list(REFUSED),
 )
 def test_bad_input_is_refused_clearly(name: str, env: SimpleNamespace, tmp_path: Path) -> None:
     case = REFUSED[name]

@@ -306,14 +306,7 @@ def test_sigkill_during_pretrain_keeps_loadable_checkpoints_and_the_loss_curve(
 # states a kill can leave inside to_zarr's metadata step
 # ------------------------------------------------------------------------------------------
 
-_PENDING = (
-    "store.py: to_zarr(resume=True) should start over on a store whose metadata step was cut "
-    "short (an empty group without the status attribute, or status 'incomplete' without the "
-    "progress flags): no chunk is recorded as written there, so nothing can be lost"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=_PENDING)
 @pytest.mark.parametrize("state", ["group without status", "status without arrays"])
 def test_kill_inside_the_metadata_step_resumes(state: str, tmp_path: Path) -> None:
     """The two states a SIGKILL at the very start of to_zarr leaves (seen with real kills)."""

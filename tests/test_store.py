@@ -273,6 +273,68 @@ def test_s3_url_with_storage_options(s3_server):
     assert_same_values(again, cube)
 
 
+@pytest.mark.network_server
+def test_s3_missing_bucket_and_credentials_are_named(s3_server, monkeypatch):
+    cube = make_cube().isel(time=[0])
+    endpoint = {"endpoint_url": s3_server.endpoint, "region_name": s3_server.region}
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"bucket 'no-such-bucket' of 's3://no-such-bucket/c.zarr' does not exist",
+    ):
+        to_zarr(cube, "s3://no-such-bucket/c.zarr", storage_options=s3_server.storage_options)
+
+    bucket = s3_server.make_bucket("eo-credentials")
+    with pytest.raises(PermissionError, match=r"incomplete credentials .*AWS_ACCESS_KEY_ID"):
+        to_zarr(
+            cube,
+            f"{bucket}/c.zarr",
+            storage_options={"secret": "only-a-secret", "client_kwargs": endpoint},
+        )
+    with pytest.raises(ValueError, match=r"does not take one of the storage_options .*colour"):
+        to_zarr(
+            cube, f"{bucket}/c.zarr", storage_options={**s3_server.storage_options, "colour": 1}
+        )
+
+    # no credentials anywhere: environment variables, files, instance metadata
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(
+        PermissionError, match=r"no credentials found for 's3://eo-credentials/c.zarr': set AWS_"
+    ):
+        to_zarr(
+            cube,
+            f"{bucket}/c.zarr",
+            storage_options={"client_kwargs": endpoint, "skip_instance_cache": True},
+        )
+
+
+def test_annotations_of_the_graph_reach_the_scheduler(tmp_path):
+    """Resources asked with dask.annotate (e.g. a GPU per model task) survive to_zarr."""
+    distributed = pytest.importorskip("distributed")
+    specs = {
+        "a": {"cls": distributed.Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+        "b": {"cls": distributed.Worker, "options": {"nthreads": 1}},
+    }
+    scheduler = {"cls": distributed.Scheduler, "options": {"dashboard_address": ":0"}}
+    cube = make_cube()
+    with dask.annotate(resources={"GPU": 1}):
+        marked = cube.copy(data=cube.data.map_blocks(np.negative, name="marked"))
+    with (
+        distributed.SpecCluster(workers=specs, scheduler=scheduler) as cluster,
+        distributed.Client(cluster) as client,
+        client.as_current(),
+        distributed.get_task_stream() as stream,
+    ):
+        gpu = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"])
+        out = to_zarr(marked, tmp_path / "marked.zarr")
+    workers = {t["worker"] for t in stream.data if str(t["key"][0]).startswith("marked")}
+    assert workers == {gpu}
+    assert_same_values(out, -cube)
+
+
 # --------------------------------------------------------------------------- resume
 
 
