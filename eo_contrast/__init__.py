@@ -28,6 +28,7 @@ from eo_contrast.cube import (
 )
 from eo_contrast.datasets import (
     read_bigearthnet,
+    read_eolearn_slovenia,
     read_sen1floods11,
     synthetic_scene,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "pair",
     "pretrain",
     "read_bigearthnet",
+    "read_eolearn_slovenia",
     "read_sen1floods11",
     "resolve_device",
     "retrieval_accuracy",

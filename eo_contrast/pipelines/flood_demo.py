@@ -25,32 +25,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from eo_contrast.metrics import water_iou
+
 __all__ = ["FloodResult", "flood_experiment", "main", "vh_threshold_baseline", "water_iou"]
 
 SETTINGS: dict[str, tuple[str, ...]] = {"s1": ("s1",), "s2": ("s2",), "s1+s2": ("s1", "s2")}
-
-
-def water_iou(pred: np.ndarray, label: np.ndarray, water: int = 1) -> float:
-    """Intersection over union of the ``water`` class, over the pixels with a label >= 0.
-
-    Predicted nodata (-1) counts as "not water". Returns NaN when neither has water.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> label = np.array([[1, 1, 0, -1]])
-    >>> pred = np.array([[1, 0, 1, 1]])
-    >>> round(water_iou(pred, label), 3)  # 1 shared of 3 in the union (the -1 pixel is ignored)
-    0.333
-    """
-    pred = np.asarray(pred)
-    label = np.asarray(label)
-    if pred.shape != label.shape:
-        raise ValueError(f"pred {pred.shape} and label {label.shape} must have the same shape")
-    m = label >= 0
-    p, t = pred[m] == water, label[m] == water
-    union = np.logical_or(p, t).sum()
-    return float(np.logical_and(p, t).sum() / union) if union else float("nan")
 
 
 def vh_threshold_baseline(
