@@ -127,10 +127,12 @@ def _model_ref(model: Any, device: str, default_cls: type) -> ModelRef:
             f"not {type(model).__name__}"
         )
     digest = _content_hash(model)
-    folder = Path(tempfile.gettempdir()) / "eo_contrast_models"
+    folder = _model_folder()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{digest}.safetensors"
-    if not target.is_file():
+    if target.is_file():
+        os.utime(target)  # recently used: kept by the pruning below
+    else:
         tmp = folder / f".{uuid.uuid4().hex}.safetensors"
         try:
             model.save(tmp)
@@ -138,7 +140,48 @@ def _model_ref(model: Any, device: str, default_cls: type) -> ModelRef:
         finally:
             if tmp.exists():
                 tmp.unlink()
+        _prune_models(folder, keep=target)
     return ModelRef(type(model), str(target), digest, device)
+
+
+#: Model files of in-memory models kept in the temporary folder whatever their age ...
+KEEP_MODEL_FILES = 8
+#: ... and, beyond those, files used within this many seconds (running jobs may still read them).
+KEEP_MODEL_SECONDS = 3600.0
+
+
+def _model_folder() -> Path:
+    return Path(tempfile.gettempdir()) / "eo_contrast_models"
+
+
+def _prune_models(folder: Path, *, keep: Path) -> list[Path]:
+    """Delete the temporary model files that are neither recent nor among the newest.
+
+    Each embedding or segmentation of a new in-memory model (a training loop calling ``embed``
+    on its model every epoch, say) writes one file; without pruning they pile up. Kept: ``keep``,
+    the :data:`KEEP_MODEL_FILES` most recently used files, and any file used within
+    :data:`KEEP_MODEL_SECONDS`. Returns the files deleted.
+    """
+    import time
+
+    files = []
+    for path in folder.glob("*.safetensors"):
+        try:
+            files.append((path.stat().st_mtime, path))
+        except FileNotFoundError:  # pruned by another process meanwhile
+            continue
+    files.sort(reverse=True)
+    now = time.time()
+    deleted = []
+    for rank, (mtime, path) in enumerate(files):
+        if path == keep or rank < KEEP_MODEL_FILES or now - mtime < KEEP_MODEL_SECONDS:
+            continue
+        try:
+            path.unlink()
+            deleted.append(path)
+        except OSError:
+            continue
+    return deleted
 
 
 def _get_model(ref: ModelRef) -> tuple[Any, threading.Lock, torch.device]:

@@ -315,6 +315,33 @@ def test_in_memory_model_is_shared_by_reference(model, cube):
     assert max(_task_sizes(emb)) < 5_000
 
 
+def test_temporary_model_files_are_pruned(monkeypatch, cube, tmp_path):
+    import os
+    import time
+
+    import eo_contrast.inference as inference
+
+    monkeypatch.setattr(inference, "_model_folder", lambda: tmp_path / "models")
+    monkeypatch.setattr(inference, "KEEP_MODEL_FILES", 3)
+
+    def written(m: Any) -> Path:
+        sha = embed(cube, m, tile=16, device="cpu").attrs["model"]
+        return tmp_path / "models" / f"{sha}.safetensors"
+
+    # four models, each written once: all recent, so none is pruned
+    paths = [written(DualEncoder({"s1": ["vv", "vh"]}, width=4, seed=seed)) for seed in range(4)]
+    assert all(p.is_file() for p in paths)
+    day = time.time() - 86_400
+    for age, path in enumerate(paths):  # now a day old, model 3 the newest of them
+        os.utime(path, (day + age, day + age))
+    embed(cube, DualEncoder({"s1": ["vv", "vh"]}, width=4, seed=0), tile=16, device="cpu")
+    assert time.time() - paths[0].stat().st_mtime < 60  # model 0 used again: touched
+    new = written(DualEncoder({"s1": ["vv", "vh"]}, width=4, seed=99))
+    left = sorted(p.name for p in (tmp_path / "models").glob("*.safetensors"))
+    # kept: the new file, model 0 (recently used) and the newest old one (model 3)
+    assert left == sorted([new.name, paths[0].name, paths[3].name])
+
+
 def test_embedding_writes_to_zarr_with_its_crs(model, cube, tmp_path):
     emb = embed(_chunked(cube, 32, 32), model, tile=16, device="cpu")
     store = tmp_path / "emb.zarr"
