@@ -16,6 +16,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from eo_contrast import accessors as _accessors  # noqa: F401  (registers `.contrast`)
+from eo_contrast.corpus import build_corpus, open_corpus, plan_corpus
 from eo_contrast.cube import (
     S1_BANDS,
     S2_BANDS,
@@ -70,13 +71,16 @@ __all__ = [
     "__version__",
     "as_cube",
     "band_units",
+    "build_corpus",
     "canonical_band_name",
     "db_to_linear",
     "embed",
     "fit_segmentation",
     "linear_to_db",
     "load_stac",
+    "open_corpus",
     "pair",
+    "plan_corpus",
     "pretrain",
     "read_bigearthnet",
     "read_eolearn_slovenia",

@@ -56,6 +56,8 @@ __all__ = ["TileDataset", "TilePlan", "TileStats", "TileStream", "plan_tiles"]  
 
 #: Keys of a batch that are not data variables.
 _RESERVED = ("valid", "index")
+#: Dims read as the lead dim (one image per index), in order of preference.
+_LEAD_DIMS = ("pair", "chip", "time")
 #: Default memory budget of the shuffle buffer when ``shuffle_buffer`` is not given.
 _BUFFER_BYTES = 256 * 2**20
 
@@ -365,7 +367,7 @@ def _parse_sources(
     names = [str(v) for v in obj.data_vars if v != "spatial_ref"]
     if not names:
         raise ValueError("the Dataset has no data variables to cut tiles from")
-    lead = "pair" if "pair" in obj.dims else ("time" if "time" in obj.dims else None)
+    lead = next((d for d in _LEAD_DIMS if d in obj.dims), None)
     out = []
     per_lead: dict[str, Any] = {}
     for name in names:
@@ -598,7 +600,7 @@ class _TileBuffer:
         size = len(next(iter(self.blocks[bid].values())))
         if left == 0:
             del self.blocks[bid], self.live[bid]
-        elif size >= 16 and 4 * left < size:
+        elif 4 * left < size:  # keep at most ~4x the live tiles, whatever the chunk size
             where = np.flatnonzero(self.ref_block == bid)
             rows = self.ref_row[where]
             self.blocks[bid] = {k: v[rows] for k, v in self.blocks[bid].items()}
@@ -613,8 +615,8 @@ class _TileBuffer:
 class TileStream:
     """Batches of tiles streamed from a paired Dataset or a cube, reading each chunk once.
 
-    Each epoch: the chunks (Dask blocks along the lead dim -- ``pair`` or ``time`` -- and
-    ``y``/``x``) are put in a seeded random order; the next ``prefetch`` chunks are read in
+    Each epoch: the chunks (Dask blocks along the lead dim -- ``pair``, ``chip`` or ``time``
+    -- and ``y``/``x``) are put in a seeded random order; the next ``prefetch`` chunks are read in
     background threads while the caller works on the current batch. A chunk is read with one
     scheduler call for all variables together, through the Dask scheduler in use when
     iteration starts (threads, or the current distributed client); the task graph is
@@ -634,7 +636,9 @@ class TileStream:
     data
         A paired :class:`xarray.Dataset` as made by :func:`eo_contrast.pair` (variables ``s1``
         ``(pair, s1_band, y, x)`` and ``s2`` ``(pair, s2_band, y, x)``), any Dataset whose
-        variables have dims ``([pair|time], [band dim], y, x)`` (variables without the lead
+        variables have dims ``([pair|chip|time], [band dim], y, x)`` (a corpus from
+        :func:`eo_contrast.corpus.build_corpus` is one, chunked by shard: pass
+        ``keep="valid"``) (variables without the lead
         dim, e.g. labels ``(y, x)``, are repeated for every lead index; variables with only
         the lead dim and at most one other, e.g. BigEarthNet's ``labels (pair, class)``, come
         out per tile as ``(B, ...)``), or a single-sensor
@@ -687,6 +691,10 @@ class TileStream:
         (settable with :meth:`set_epoch`), so a new pass reshuffles.
     output
         ``"torch"`` (tensors) or ``"numpy"`` (arrays; torch is not needed).
+    keep
+        Which indices of the lead dim to use: a boolean array along it, or the name of such a
+        coordinate or variable of ``data`` (e.g. a corpus's ``"valid"``). The others are never
+        cut into tiles, and chunks with none to keep are not read. ``None`` uses them all.
 
     Yields
     ------
@@ -742,6 +750,7 @@ class TileStream:
         device: Any = None,
         epochs: int = 1,
         output: Literal["torch", "numpy"] = "torch",
+        keep: Any = None,
     ) -> None:
         for pname, value, low in (
             ("batch_size", batch_size, 1),
@@ -795,6 +804,8 @@ class TileStream:
         parsed, self.lead_dim, per_lead = _parse_sources(data)
         self._sources = self._build_sources(parsed, [*per_lead], bands, model_bands)
         # values per lead index (e.g. per-pair labels): small, loaded once, given per tile
+        if isinstance(keep, str):
+            per_lead.pop(keep, None)  # the mask itself is not a batch key
         self._per_lead = {k: _batch_dtype(np.asarray(v.values)) for k, v in per_lead.items()}
         names = [s.name for s in self._sources]
         if isinstance(normalize, Mapping):
@@ -816,6 +827,7 @@ class TileStream:
             {"y": self._y_chunks, "x": self._x_chunks}, self.tile, overlap=overlap, cover=cover
         )
         self._lead_edges = np.cumsum((0, *self._lead_chunks)).tolist()
+        self._keep = self._parse_keep(keep, data)
         self._y_edges = np.cumsum((0, *self._y_chunks)).tolist()
         self._x_edges = np.cumsum((0, *self._x_chunks)).tolist()
         self._max_chunk_tiles = max(self._lead_chunks) * self.plan.max_block_tiles
@@ -932,6 +944,36 @@ class TileStream:
             sources.append(_Source(name, arr, has_lead, image, names_b))
         return sources
 
+    def _parse_keep(self, keep: Any, data: Any) -> np.ndarray | None:
+        """The ``keep`` mask as a boolean array along the lead dim, or None."""
+        if keep is None:
+            return None
+        n = int(self._lead_edges[-1])
+        if self.lead_dim is None:
+            raise ValueError(
+                "keep selects indices of the lead dim (pair, chip or time), but the data has none"
+            )
+        if isinstance(keep, str):
+            names = list(getattr(data, "coords", {})) + list(getattr(data, "data_vars", {}))
+            if keep not in names:
+                raise KeyError(
+                    f"keep={keep!r} names no coordinate or variable of the data; give a boolean "
+                    f"array along {self.lead_dim!r} or the name of one (e.g. 'valid')"
+                )
+            var = data[keep]
+            if var.dims != (self.lead_dim,):
+                raise ValueError(
+                    f"keep={keep!r} has dims {var.dims}; it must lie along {self.lead_dim!r} only"
+                )
+            keep = var.values
+        mask = np.asarray(keep)
+        if mask.dtype != np.bool_ or mask.shape != (n,):
+            raise ValueError(
+                f"keep must be booleans, one per index of {self.lead_dim!r} ({n}), got "
+                f"dtype {mask.dtype} and shape {mask.shape}"
+            )
+        return mask.copy()
+
     def _parse_stats(self, mapping: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         by_name = {s.name: s for s in self._sources}
         out = {}
@@ -980,7 +1022,8 @@ class TileStream:
     @property
     def tiles_per_epoch(self) -> int:
         """Tiles cut per epoch, before invalid tiles are dropped."""
-        return int(self._lead_edges[-1]) * self.plan.n_tiles
+        leads = int(self._lead_edges[-1]) if self._keep is None else int(self._keep.sum())
+        return leads * self.plan.n_tiles
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch the next iteration starts from (its shuffle depends on it)."""
@@ -1054,7 +1097,8 @@ class TileStream:
         x_starts: np.ndarray,
     ) -> _ChunkTiles:
         t = self.plan.tile
-        grid = np.meshgrid(np.arange(nl), y_starts - y0, x_starts - x0, indexing="ij")
+        leads = np.arange(nl) if self._keep is None else np.flatnonzero(self._keep[l0 : l0 + nl])
+        grid = np.meshgrid(leads, y_starts - y0, x_starts - x0, indexing="ij")
         li, yi, xi = (g.ravel().astype(np.intp) for g in grid)
         seen = len(li)
         zeros = np.zeros_like(li)
@@ -1144,7 +1188,11 @@ class TileStream:
 
     def _units(self, epoch: int, shard: tuple[int, int] | None) -> list[tuple[int, int, int]]:
         nl, ny, nx = len(self._lead_chunks), len(self._y_chunks), len(self._x_chunks)
-        units = [(a, b, c) for a in range(nl) for b in range(ny) for c in range(nx)]
+        leads: Sequence[int] = range(nl)
+        if self._keep is not None:  # chunks with nothing to keep are never read
+            edges = self._lead_edges
+            leads = [a for a in leads if self._keep[edges[a] : edges[a + 1]].any()]
+        units = [(a, b, c) for a in leads for b in range(ny) for c in range(nx)]
         if self.shuffle:
             order = np.random.default_rng([self.seed, epoch, 0]).permutation(len(units))
             units = [units[k] for k in order]

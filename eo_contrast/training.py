@@ -82,8 +82,8 @@ def _check_pairs(pairs: Any, sensors: Sequence[str], method: str) -> xr.Dataset:
     if not isinstance(pairs, xr.Dataset):
         raise TypeError(
             f"pretrain needs a paired xarray.Dataset with variables 's1' (pair, s1_band, y, x) "
-            f"and 's2' (pair, s2_band, y, x), e.g. from ec.pair(s1, s2), not "
-            f"{type(pairs).__name__}"
+            f"and 's2' (pair, s2_band, y, x), e.g. from ec.pair(s1, s2), or the path or URL of "
+            f"a corpus from eo_contrast.corpus.build_corpus, not {type(pairs).__name__}"
         )
     have = [str(v) for v in pairs.data_vars]
     missing = [s for s in sensors if s not in pairs.data_vars]
@@ -161,6 +161,55 @@ def _sample_stats(
     return means, stds
 
 
+def _stats_or_defaults(
+    names: Sequence[str],
+    stats: Mapping[str, Sequence[float]],
+    defaults: Mapping[str, tuple[float, float]],
+) -> dict[str, list[float]]:
+    """Per-band mean/std from ``stats``; a band without a usable figure takes its default."""
+    mean, std = [], []
+    for name, m, sd in zip(names, stats["mean"], stats["std"], strict=True):
+        m, sd = float(m), float(sd)
+        fallback = defaults.get(name, (0.0, 1.0))
+        ok = math.isfinite(m) and math.isfinite(sd) and sd > 0
+        mean.append(m if ok else float(fallback[0]))
+        std.append(sd if ok else float(fallback[1]))
+    return {"mean": mean, "std": std}
+
+
+def _corpus_input(
+    pairs: Any, storage_options: Mapping[str, Any] | None
+) -> tuple[Any, np.ndarray | None, dict[str, dict[str, list[float]]] | None]:
+    """``pairs`` (a corpus path/URL opened), the corpus's ``valid`` mask and band statistics.
+
+    For a Dataset that is not a corpus the mask and statistics are None.
+    """
+    from eo_contrast.corpus import CORPUS_FORMAT, open_corpus
+
+    if isinstance(pairs, str | os.PathLike):
+        pairs = open_corpus(pairs, storage_options=storage_options)
+    elif storage_options is not None:
+        raise ValueError(
+            "storage_options are for a corpus given as a path or URL; an opened Dataset "
+            "already knows its store"
+        )
+    if not isinstance(pairs, xr.Dataset) or pairs.attrs.get("eo_contrast_format") != CORPUS_FORMAT:
+        return pairs, None, None
+    keep = np.asarray(pairs["valid"].values, dtype=bool) if "valid" in pairs.coords else None
+    if keep is not None and not keep.any():
+        raise ValueError(
+            f"the corpus has no valid chip (all {keep.size} failed the NaN or cloud rule of its "
+            "build); rebuild it with other sampling or a higher max_nan_fraction / "
+            "max_cloud_fraction"
+        )
+    stats = {
+        s: {"mean": list(pairs[s].attrs["mean"]), "std": list(pairs[s].attrs["std"])}
+        for s in ("s1", "s2")
+        if s in pairs.data_vars and {"mean", "std"} <= set(pairs[s].attrs)
+    }
+    return pairs, keep, stats or None
+
+
 def _build_model(
     data: xr.DataArray | xr.Dataset,
     sensors: Sequence[str],
@@ -171,6 +220,7 @@ def _build_model(
     temperature: float,
     embed_dim: int,
     width: int = 64,
+    stats: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> DualEncoder:
     from eo_contrast.models import BAND_STATS, DEFAULT_UNITS, DualEncoder
 
@@ -180,6 +230,9 @@ def _build_model(
     for s in sensors:
         names = canonical_band_names(data[f"{s}_band"].values)
         bands[s] = names
+        if stats is not None and s in stats:  # a corpus's own statistics, band by band
+            normalization[s] = _stats_or_defaults(names, stats[s], BAND_STATS)
+            continue
         unknown = [i for i, n in enumerate(names) if n not in BAND_STATS]
         if unknown:
             m, sd = _sample_stats(data[s], f"{s}_band", unknown)
@@ -202,10 +255,15 @@ def _build_model(
     )
 
 
-def _describe(data: xr.Dataset, sensors: Sequence[str]) -> str:
+def _describe(data: xr.Dataset, sensors: Sequence[str], keep: np.ndarray | None = None) -> str:
     """A one-line description of the training data for ``model.trained_on``."""
-    n = int(data.sizes.get("pair", 1))
-    parts = [f"{n} pair(s) of {int(data.sizes['y'])}x{int(data.sizes['x'])} px"]
+    if "chip" in data.dims:
+        n = int(data.sizes["chip"]) if keep is None else int(keep.sum())
+        what = "corpus chip(s)"
+    else:
+        n = int(data.sizes.get("pair", 1))
+        what = "pair(s)"
+    parts = [f"{n} {what} of {int(data.sizes['y'])}x{int(data.sizes['x'])} px"]
     parts.extend(
         f"{s}: {', '.join(canonical_band_names(data[f'{s}_band'].values))}" for s in sensors
     )
@@ -413,7 +471,7 @@ def train_step(model: DualEncoder, optimizer: Any, a: Any, b: Any, lr: float, *,
 
 
 def pretrain(
-    pairs: xr.Dataset,
+    pairs: xr.Dataset | str | os.PathLike[str],
     *,
     method: str = "multimodal",
     epochs: int = 1,
@@ -440,6 +498,8 @@ def pretrain(
     model: DualEncoder | None = None,
     prefetch: int = 2,
     log_every: int = 10,
+    shuffle_buffer: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> DualEncoder:
     """Contrastive pretraining of a dual encoder on a paired S1/S2 Dataset.
 
@@ -468,6 +528,12 @@ def pretrain(
         ``(pair, s2_band, y, x)`` reflectance 0..1, with band-name coordinates ``s1_band`` and
         ``s2_band``, as made by :func:`eo_contrast.pair` or :func:`eo_contrast.read_bigearthnet`
         (other variables are ignored). ``method="simclr"`` needs only the ``sensor`` variable.
+        Or a corpus made by :func:`eo_contrast.corpus.build_corpus`: its path or URL, or the
+        Dataset :func:`eo_contrast.corpus.open_corpus` returns. A corpus is streamed shard by
+        shard (shard order shuffled, next shards read in background threads, tiles drawn
+        from a shuffle buffer), so memory is bounded by ``shuffle_buffer`` and ``prefetch``,
+        not by the corpus's size; only its valid chips are used, and a new model is
+        normalised with the corpus's per-band statistics.
     method
         ``"multimodal"`` or ``"simclr"``.
     epochs
@@ -531,6 +597,11 @@ def pretrain(
     log_every
         The loss is read back from the device (one synchronisation) every this many updates;
         every update still gets a row in the log.
+    shuffle_buffer
+        Tiles held by the shuffle buffer batches are drawn from (see
+        :class:`~eo_contrast.tiling.TileStream`; default: four chunks' worth, at most 256 MiB).
+    storage_options
+        fsspec options (credentials, endpoint) for a corpus given as a URL.
 
     Returns
     -------
@@ -609,6 +680,7 @@ def pretrain(
         raise TypeError(f"model must be an eo_contrast DualEncoder, got {type(model).__name__}")
 
     sensors = _sensors_for(method, sensor)
+    pairs, keep, corpus_stats = _corpus_input(pairs, storage_options)
     data = _check_pairs(pairs, sensors, method)
     dev = resolve_device(device)
     config: dict[str, Any] = {
@@ -660,8 +732,9 @@ def pretrain(
         config["width"] = model.width
     else:
         model = _build_model(
-            data, sensors, method, encoder, stem, seed, temperature, embed_dim, width
-        )
+            data, sensors, method, encoder, stem, seed, temperature, embed_dim, width,
+            stats=corpus_stats,
+        )  # fmt: skip
     assert model is not None
     _check_units(data, sensors, model.units)
 
@@ -679,6 +752,8 @@ def pretrain(
         drop_last=True,
         device=dev,
         epochs=1,
+        keep=keep,
+        shuffle_buffer=shuffle_buffer,
     )
     per_epoch = max(1, stream.tiles_per_epoch // batch_size)
     total = epochs * per_epoch
@@ -690,7 +765,7 @@ def pretrain(
     config.update({"planned_steps": total, "warmup_steps": warmup})
 
     if resume is None:
-        desc = _describe(data, sensors)
+        desc = _describe(data, sensors, keep)
         old = model.trained_on
         model.trained_on = desc if old in ("", "untrained") else f"{old}; then {desc}"
     model.info = {**model.info, "pretrain": _json_safe({**config, "device": dev.type})}

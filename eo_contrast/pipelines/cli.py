@@ -713,3 +713,6 @@ def segment_cmd(config_path: Path | None, **values: Any) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+from eo_contrast.pipelines import corpus_cli  # noqa: E402,F401  (registers the corpus verb)
