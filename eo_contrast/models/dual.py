@@ -522,7 +522,21 @@ class DualEncoder(nn.Module):
                     else "scale reflectance to 0..1"
                 )
             )
-        # at most one copy of the input, then everything in place
+        t, mean, std = self._float_input(sensor, x, copy=copy, device=device)
+        t.sub_(mean).div_(std)
+        return t.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+    def _float_input(
+        self,
+        sensor: str,
+        x: np.ndarray | torch.Tensor,
+        *,
+        copy: bool,
+        device: str | torch.device | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` as a writable float32 tensor (at most one copy; none when ``copy`` is False and
+        ``x`` allows it), its shape checked against the bands of ``sensor``, on ``device``; with
+        the band means and standard deviations shaped ``(C, 1, 1)`` on the same device."""
         if isinstance(x, torch.Tensor):
             _check_real(sensor, x.dtype, x.is_complex() or x.dtype == torch.bool)
             t = x.detach().to(torch.float32, copy=copy)
@@ -543,8 +557,7 @@ class DualEncoder(nn.Module):
             t = t.to(resolve_device(device))
         mean = torch.tensor(self._norm[sensor]["mean"], dtype=torch.float32, device=t.device)
         std = torch.tensor(self._norm[sensor]["std"], dtype=torch.float32, device=t.device)
-        t.sub_(mean[:, None, None]).div_(std[:, None, None])
-        return t.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        return t, mean[:, None, None], std[:, None, None]
 
     def denormalize(
         self, sensor: str, x: np.ndarray | torch.Tensor, *, device: str | torch.device | None = None
@@ -592,24 +605,8 @@ class DualEncoder(nn.Module):
         [[[-8.0, -16.0]], [[-25.0, -20.0]]]
         """
         self._sensor(sensor)
-        if isinstance(x, torch.Tensor):
-            _check_real(sensor, x.dtype, x.is_complex() or x.dtype == torch.bool)
-            t = x.detach().to(torch.float32, copy=True)
-        else:
-            src = np.asarray(x)
-            _check_real(sensor, src.dtype, src.dtype.kind not in "iuf")
-            t = torch.from_numpy(np.array(src, dtype=np.float32))
-        n = len(self._bands[sensor])
-        if t.ndim < 3 or t.shape[-3] != n:
-            raise ValueError(
-                f"{sensor} input must have shape (..., {n}, H, W) for bands "
-                f"{self._bands[sensor]}, got {tuple(t.shape)}"
-            )
-        if device is not None:
-            t = t.to(resolve_device(device))
-        mean = torch.tensor(self._norm[sensor]["mean"], dtype=torch.float32, device=t.device)
-        std = torch.tensor(self._norm[sensor]["std"], dtype=torch.float32, device=t.device)
-        return t.mul_(std[:, None, None]).add_(mean[:, None, None])
+        t, mean, std = self._float_input(sensor, x, copy=True, device=device)
+        return t.mul_(std).add_(mean)
 
     def encoder(self, sensor: str) -> ResNetEncoder:
         """The encoder of ``sensor``: normalised ``(B, C, H, W)`` -> ``(B, feature_dim)``."""
