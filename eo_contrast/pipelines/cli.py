@@ -459,16 +459,28 @@ def _write(
 
     mode = "w" if overwrite else "w-"
     try:
-        _to_zarr(obj, out, mode=mode, resume=resume, storage_options=options, progress=progress)
+        with _left_incomplete(out, doing="writing", parts="chunks"):
+            _to_zarr(obj, out, mode=mode, resume=resume, storage_options=options, progress=progress)
     except FileExistsError:
         raise FileExistsError(
             f"{out} already exists: pass --overwrite to replace it, or --resume to finish an "
             "interrupted write"
         ) from None
+
+
+@contextlib.contextmanager
+def _left_incomplete(out: str, *, doing: str, parts: str) -> Iterator[None]:
+    """Say how to finish ``out`` when a resumable write into it stops part-way.
+
+    Ctrl-C exits with status 130; a failure that left the store incomplete (a note on the
+    exception says so) becomes a :class:`RunStopped` naming ``--resume``; other errors pass.
+    """
+    try:
+        yield
     except KeyboardInterrupt:
         click.echo(
             f"eo-contrast: interrupted; {out} is left incomplete: rerun the same command with "
-            "--resume to write the chunks still missing",
+            f"--resume to write the {parts} still missing",
             err=True,
         )
         sys.exit(130)
@@ -476,8 +488,8 @@ def _write(
         if not any("left incomplete" in n for n in getattr(err, "__notes__", [])):
             raise
         raise RunStopped(
-            f"writing {out} stopped ({type(err).__name__}: {err}); the store is left "
-            "incomplete: rerun the same command with --resume to write the chunks still missing"
+            f"{doing} {out} stopped ({type(err).__name__}: {err}); the store is left "
+            f"incomplete: rerun the same command with --resume to write the {parts} still missing"
         ) from err
 
 

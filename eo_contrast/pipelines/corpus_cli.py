@@ -9,16 +9,15 @@ the two modules is imported first; it shares the group's run options (``--config
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from eo_contrast.pipelines.cli import (
-    RunStopped,
     _apply_config,
     _dask_context,
+    _left_incomplete,
     _options_for,
     _refuse_existing,
     _required,
@@ -160,31 +159,19 @@ def corpus(config_path: Path | None, **values: Any) -> None:
     out = str(_required(v, "out", "--out"))
     so_out = _options_for(out, _storage_options(v["storage_options"]))
     _refuse_existing(out, so_out, v["overwrite"], v["resume"])
-    try:
-        with _dask_context(v["scheduler"], v["workers"], "cpu"):
-            ds = build_corpus(
-                s1_items, s2_items, out, **kwargs,
-                max_cloud_fraction=v["max_cloud_fraction"],
-                chips_per_shard=v["chips_per_shard"],
-                mode="w" if v["overwrite"] else "w-",
-                resume=v["resume"],
-                storage_options=so_out,
-                progress=not v["no_progress"],
-            )  # fmt: skip
-    except KeyboardInterrupt:
-        click.echo(
-            f"eo-contrast: interrupted; {out} is left incomplete: rerun the same command with "
-            "--resume to write the shards still missing",
-            err=True,
-        )
-        sys.exit(130)
-    except Exception as err:
-        if not any("left incomplete" in n for n in getattr(err, "__notes__", [])):
-            raise
-        raise RunStopped(
-            f"building {out} stopped ({type(err).__name__}: {err}); the store is left "
-            "incomplete: rerun the same command with --resume to write the shards still missing"
-        ) from err
+    with (
+        _left_incomplete(out, doing="building", parts="shards"),
+        _dask_context(v["scheduler"], v["workers"], "cpu"),
+    ):
+        ds = build_corpus(
+            s1_items, s2_items, out, **kwargs,
+            max_cloud_fraction=v["max_cloud_fraction"],
+            chips_per_shard=v["chips_per_shard"],
+            mode="w" if v["overwrite"] else "w-",
+            resume=v["resume"],
+            storage_options=so_out,
+            progress=not v["no_progress"],
+        )  # fmt: skip
     click.echo(
         f"wrote {ds.sizes['chip']} chips ({int(ds.attrs['n_valid'])} valid) "
         f"{dict(ds.sizes)} to {out}"
