@@ -14,7 +14,9 @@ What is compared (same model, tile, batch size, device and torch threads, in one
 
 Both are reported as tiles per second; the ratio ``zarr->zarr / in-memory`` is the efficiency
 (target: >= 0.85). Before timing, one small ``embed`` warms the per-process model cache (a model
-is loaded once per process and kept, as in real use). The two sides alternate (zarr first, then
+is loaded once per process and kept, as in real use). Both sides run with the allocator settings
+of :func:`eo_contrast.runtime.tune_allocator` (process-wide; ``embed`` applies them on its first
+model load anyway). The two sides alternate (zarr first, then
 memory first, ...) ``--repeats`` times; medians are reported.
 
 The cube is a deterministic synthetic Sentinel-1-like backscatter scene (``vv``/``vh`` in dB,
@@ -130,11 +132,13 @@ def machine(device: str) -> str:
     import torch
 
     from eo_contrast.models.device import resolve_device
+    from eo_contrast.runtime import _STATE
 
+    allocator = "glibc thresholds raised" if _STATE.get("done") else "allocator as started"
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-        f"device {resolve_device(device)}"
+        f"device {resolve_device(device)}, {allocator}"
     )
 
 
@@ -225,8 +229,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     import torch
 
     from eo_contrast.models.device import resolve_device
+    from eo_contrast.runtime import tune_allocator
 
     torch.set_num_threads(args.threads)
+    # process-wide, so both sides run with the allocator settings embed() uses
+    tune_allocator()
     model, model_name = make_model(args.width)
     dev = resolve_device(args.device)
     model = model.to(dev)

@@ -41,6 +41,7 @@ import numpy as np
 import xarray as xr
 
 from eo_contrast.cube import as_cube, band_units, canonical_band_names
+from eo_contrast.runtime import tune_allocator
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -195,6 +196,8 @@ def _get_model(ref: ModelRef) -> tuple[Any, threading.Lock, torch.device]:
         with _CACHE_LOCK:
             hit = _CACHE.get(key)
             if hit is None:
+                # this process is about to run a model: make its buffers cheap to allocate
+                tune_allocator()
                 loader: Any = ref.cls
                 model = loader.load(ref.path)
                 model = model.to(dev).eval()

@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from eo_contrast.cube import canonical_band_names
+from eo_contrast.runtime import tune_allocator
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -683,6 +684,7 @@ def pretrain(
     pairs, keep, corpus_stats = _corpus_input(pairs, storage_options)
     data = _check_pairs(pairs, sensors, method)
     dev = resolve_device(device)
+    tune_allocator()  # training allocates megabytes per layer and step
     config: dict[str, Any] = {
         "method": method,
         "epochs": epochs,
