@@ -15,7 +15,8 @@ given the corpus path (at least 20,000 chips with the defaults) and trains one e
 shards in the background (``log_every=1``: every update is timed from ``model.history``); its
 peak resident memory (``ru_maxrss``) is reported. In another fresh process the same training
 step (:func:`eo_contrast.training.train_step`, same model, batch, optimizer and schedule) runs
-on batches already normalised in memory, as many updates as the streamed run timed. The first
+on batches already normalised in memory, as many updates as the streamed run timed (with the
+allocator settings ``pretrain`` applies, :func:`eo_contrast.runtime.tune_allocator`). The first
 ``--warmup`` updates of each are left out. Runs alternate ``--repeats`` times; medians reported;
 target ratio >= 0.85.
 
@@ -153,8 +154,10 @@ def child_memory(store: str, args: argparse.Namespace, steps: int) -> dict[str, 
 
     from eo_contrast.corpus import open_corpus
     from eo_contrast.models import resolve_device
+    from eo_contrast.runtime import tune_allocator
     from eo_contrast.training import _lr_at, _optimizer, train_step
 
+    tune_allocator()  # the allocator settings pretrain() uses, so only the data source differs
     device = resolve_device(args.device)
     model = _model(store, args)
     corpus = open_corpus(store)

@@ -153,10 +153,11 @@ def test_corpus_layout_metadata_and_validity(reference, catalogue):
     assert corpus.attrs[STATUS_ATTR] == "complete" and corpus.attrs["n_chips"] == 120
     assert [str(b) for b in corpus.s2_band.values] == list(S2_L2A_BANDS)
     assert list(corpus.s1_units.values) == ["dB", "dB"] and set(corpus.s2_units.values) == {"1"}
-    for name in ("s1", "s2"):  # sharded: 6 chips a shard, one chip per inner chunk
+    assert corpus.attrs["chips_per_chunk"] == 6  # 6 chips of 12 bands: well under 1 MiB
+    for name in ("s1", "s2"):  # sharded: 6 chips a shard, in one inner chunk
         array = zarr.open_array(str(reference), path=name, mode="r")
         nb = corpus.sizes[f"{name}_band"]
-        assert array.shards == (6, nb, 32, 32) and array.chunks == (1, nb, 32, 32)
+        assert array.shards == (6, nb, 32, 32) and array.chunks == (6, nb, 32, 32)
         assert corpus[name].chunks[0] == (6,) * 20
         assert len(list((reference / name / "c").rglob("*"))) > 0
     assert not (reference / PROGRESS_GROUP).exists()
@@ -709,3 +710,25 @@ def test_cli_corpus(catalogue, reference, tmp_path):
     assert set(built["sample"].values) == {0}
     result = runner.invoke(group, [*args, "--resume"])  # complete already: nothing to do
     assert result.exit_code == 0 and "wrote 8 chips" in result.output
+
+
+@pytest.mark.parametrize(
+    ("chips_per_shard", "chip", "n", "shard", "inner"),
+    [
+        (None, 32, 21120, 1155, 21),  # 64 MiB of 14 bands, a multiple of 21 chips of 12 bands
+        (None, 256, 10_000, 18, 1),  # one 3 MiB chip per inner chunk
+        (None, 32, 12, 12, 12),  # a small corpus: one shard, one inner chunk
+        (1170, 32, 21120, 1170, 18),  # the largest divisor of 1170 within 21
+        (97, 32, 21120, 97, 1),  # a prime shard: one chip per inner chunk
+    ],
+)
+def test_inner_chunks_are_a_few_chips_and_divide_the_shard(
+    chips_per_shard: int | None, chip: int, n: int, shard: int, inner: int
+) -> None:
+    from eo_contrast.corpus import _chunk_chips, _shard_chips
+
+    got = _shard_chips(chips_per_shard, chip, 14, n, 12)
+    assert got == shard
+    assert _chunk_chips(got, chip, 12) == inner
+    assert got % inner == 0
+    assert inner * 12 * chip * chip * 4 <= 2**20 or inner == 1
