@@ -323,7 +323,14 @@ def _select_bands(
             f"{name} bands {sorted(wrong)} are in {sorted(set(wrong.values()))} but the model's "
             f"{sensor} encoder expects {unit!r}; {hint}"
         )
-    out = arr.sel({band_dim: list(want)})
+    have = [str(b) for b in arr[band_dim].values]
+    pos = [have.index(b) for b in want]
+    if pos == list(range(pos[0], pos[0] + len(pos))):
+        # the bands in order already: a slice (or nothing) keeps the graph blockwise, so Dask
+        # fuses reading, the model and writing a chunk into one task; a list index would not
+        out = arr if len(pos) == len(have) else arr.isel({band_dim: slice(pos[0], pos[-1] + 1)})
+    else:
+        out = arr.sel({band_dim: list(want)})
     if band_dim != "band":
         out = out.rename({band_dim: "band"})
     return out

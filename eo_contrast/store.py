@@ -18,6 +18,7 @@ interrupted: ``resume=True`` writes only the chunks whose flag is not set.
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -380,6 +381,44 @@ def _write_chunk(
     flags[idx] = 1
 
 
+def _write_block(
+    block: np.ndarray,
+    *,
+    url: str,
+    zkw: dict[str, Any],
+    var_name: str,
+    dims: tuple[Hashable, ...],
+    all_chunks: tuple[tuple[int, ...], ...],
+    block_info: dict[Any, Any] | None = None,
+) -> np.ndarray:
+    """:func:`_write_chunk` of a numeric block as a blockwise function; one ``1`` per block."""
+    assert block_info is not None
+    idx = tuple(block_info[0]["chunk-location"])
+    _write_chunk(block, url, zkw, var_name, dims, _block_region(all_chunks, idx), idx, True)
+    return np.ones((1,) * block.ndim, dtype=np.uint8)
+
+
+def _written(
+    data: Any, url: str, zkw: dict[str, Any], name: str, dims: tuple[Hashable, ...], token: str
+) -> Any:
+    """A lazy array of one ``1`` per block of ``data``, each written to ``url`` when computed."""
+    import dask.array as da
+
+    return da.map_blocks(
+        _write_block,
+        data,
+        url=url,
+        zkw=zkw,
+        var_name=name,
+        dims=dims,
+        all_chunks=data.chunks,
+        chunks=tuple((1,) * len(c) for c in data.chunks),
+        dtype=np.uint8,
+        meta=np.empty((0,) * data.ndim, dtype=np.uint8),
+        name=f"to_zarr-{name}-{token}",
+    )
+
+
 def _create_flags(
     url: str, zkw: dict[str, Any], ds: xr.Dataset, existing: Mapping[Hashable, bool]
 ) -> None:
@@ -688,18 +727,25 @@ def _to_zarr(
             ds.to_zarr(url, mode="w", compute=False, consolidated=True, zarr_format=3, **zkw)
     _create_flags(url, zkw, ds, {k: v is not None for k, v in done.items()})
 
-    tasks = []
+    tasks: list[Any] = []
     write = dask.delayed(_write_chunk, pure=False)
+    token = uuid.uuid4().hex
     for key, var in ds.data_vars.items():
         data = var.data
         flags = done.get(key)
         if flags is not None and flags.shape != data.numblocks:
             flags = None
-        blocks = _blocks(data)
         direct = var.dtype.kind in _DIRECT_KINDS
-        for idx in np.ndindex(*data.numblocks):
-            if flags is not None and flags[idx]:
-                continue
+        todo = [i for i in np.ndindex(*data.numblocks) if flags is None or not flags[i]]
+        if direct:
+            # the write is one more blockwise step: Dask fuses reading, computing and writing a
+            # chunk into one task (no intermediate result kept, moved or scheduled on its own)
+            written = _written(data, url, zkw, str(key), var.dims, token)
+            blocks = _blocks(written)
+            tasks.extend(blocks[idx] for idx in todo)
+            continue
+        blocks = _blocks(data)
+        for idx in todo:
             region = _block_region(data.chunks, idx)
             tasks.append(write(blocks[idx], url, zkw, str(key), var.dims, region, idx, direct))
     if tasks:

@@ -185,7 +185,7 @@ def test_worker_killed_mid_run_output_equals_an_uninterrupted_run(client, data, 
 # ----------------------------------------------------------------------------- GPU resources
 
 
-def _ran_on(stream: list[dict[str, Any]], prefix: str) -> Counter[str]:
+def _ran_on(stream: list[dict[str, Any]], prefix: str | tuple[str, ...]) -> Counter[str]:
     """Worker address -> number of tasks whose key starts with ``prefix``."""
     out: Counter[str] = Counter()
     for t in stream:
@@ -196,6 +196,8 @@ def _ran_on(stream: list[dict[str, Any]], prefix: str) -> Counter[str]:
 
 
 SCHEDULER = {"dashboard": False, "dashboard_address": ":0"}
+#: Keys of the tasks running the model: alone, or fused with their chunk's write by to_zarr
+MODEL_TASKS = ("embed-", "to_zarr-")
 
 
 def test_model_tasks_take_a_gpu_resource_where_workers_declare_one(data, tmp_path):
@@ -224,7 +226,7 @@ def test_model_tasks_take_a_gpu_resource_where_workers_declare_one(data, tmp_pat
         assert layer.annotations == {"resources": {"GPU": 1}}
         with distributed.get_task_stream() as ts:
             out = ec.to_zarr(emb, tmp_path / "auto.zarr")
-        ran = _ran_on(ts.data, "embed-")
+        ran = _ran_on(ts.data, MODEL_TASKS)
         assert sum(ran.values()) == 8 and set(ran) == {gpu}, ran
         np.testing.assert_allclose(out.values, expected.values, atol=1e-5)
 
@@ -237,7 +239,7 @@ def test_model_tasks_take_a_gpu_resource_where_workers_declare_one(data, tmp_pat
             emb = ec.embed(cube, data["model"], tile=TILE, device="cpu")
         with distributed.get_task_stream() as ts:
             ec.to_zarr(emb, tmp_path / "asked.zarr")
-        ran = _ran_on(ts.data, "embed-")
+        ran = _ran_on(ts.data, MODEL_TASKS)
         assert set(ran) == {gpu} and ran[gpu] == 8, ran
         assert cpu not in ran
 
