@@ -34,15 +34,16 @@ with the workers, and reading and writing Zarr go through the same disk. On a mu
 each worker brings its own cores (or GPU); the storage bandwidth and the chunk size (tasks of a
 second or more keep the scheduler's overhead small) bound it there.
 
-With the default model one single-threaded worker embeds about 180 tiles/s on the 2-core
-development machine: the default 4096 x 4096 cube (4096 tiles of 64 px, 64 chunks) takes about
-25 s on 1 worker and 13 s on 2.
+With the default model one single-threaded worker embeds about 1300 tiles/s on the 2-core
+development machine: the default 8192 x 8192 cube (16,384 tiles of 64 px, 256 chunks) takes
+about 12 s on 1 worker and 7 s on 2. Reading a chunk, the model and writing its vectors are one
+fused Dask task per chunk (see :func:`eo_contrast.to_zarr`).
 
-Run (about 2-3 minutes on 2 idle CPU cores with the defaults)::
+Run (about 2 minutes on 2 idle CPU cores with the defaults)::
 
     python benchmarks/distributed_scaling.py
-    python benchmarks/distributed_scaling.py --size 2048 --repeats 1     # a short check
-    python benchmarks/distributed_scaling.py --size 6144 --repeats 3 --workdir /tmp/bench
+    python benchmarks/distributed_scaling.py --size 4096 --repeats 1     # a short check
+    python benchmarks/distributed_scaling.py --chunk 1024 --workdir /tmp/bench
 """
 
 from __future__ import annotations

@@ -177,8 +177,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import eo_contrast as ec
     from eo_contrast.models import DualEncoder
+    from eo_contrast.runtime import tune_allocator
 
     torch.set_num_threads(args.threads)
+    # embed() applies it on its first model load; here first, so the peak below includes it
+    tuned = tune_allocator()
     nbands = len(S2_MEANS if args.sensor == "s2" else S1_MEANS)
     side = math.sqrt(args.gib * 2**30 / (4 * nbands))
     size = math.ceil(side / args.tile) * args.tile
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"{psutil.virtual_memory().total / 1e9:.1f} GB RAM, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, device {args.device}"
+        f"{torch.get_num_threads()} threads, device {args.device}, allocator thresholds "
+        f"raised: {tuned}"
     )
     print(
         f"cube: {cube.shape} float32 {args.sensor} = {cube.nbytes / 1e9:.2f} GB "

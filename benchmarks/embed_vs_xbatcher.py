@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     import torch
 
     from eo_contrast.models.device import resolve_device
+    from eo_contrast.runtime import tune_allocator
 
     torch.set_num_threads(args.threads)
+    tune_allocator()  # process-wide: the xbatcher side runs with it too
     model, model_name = make_model(args.width)
     model = model.to(resolve_device(args.device))
     tmp = None

@@ -201,7 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from eo_contrast.models import resolve_device
+    from eo_contrast.runtime import tune_allocator
 
+    # process-wide and applied by pretrain() anyway: both sides run with it
+    tune_allocator()
     device = resolve_device(args.device)
     args.device = str(device)
     if device.type == "cuda":
