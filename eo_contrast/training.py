@@ -482,6 +482,7 @@ def pretrain(
     seed: int = 0,
     encoder: str = "resnet18",
     progress: bool = True,
+    max_steps: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.05,
     warmup_steps: int | None = None,
@@ -518,8 +519,8 @@ def pretrain(
     Optimisation: AdamW (no weight decay on biases, normalisation weights and the
     temperature), learning rate warmed up linearly over the first ``warmup_steps`` updates and
     then decayed to 0 along a cosine over the planned number of updates (``epochs`` times the
-    tiles per epoch divided by ``batch_size``; when tiles are dropped for NaN, fewer updates
-    run and the rate ends above 0). On CUDA the forward pass runs under bf16 autocast, with
+    tiles per epoch divided by ``batch_size``, or ``max_steps`` when that is fewer; when tiles
+    are dropped for NaN, fewer updates run and the rate ends above 0). On CUDA the forward pass runs under bf16 autocast, with
     channels-last memory layout. On the CPU a run is deterministic for a ``seed``.
 
     Parameters
@@ -552,6 +553,12 @@ def pretrain(
         ``"resnet18"`` or ``"resnet50"``.
     progress
         Show a progress bar (tqdm) with the loss and pairs per second.
+    max_steps
+        Stop after this many updates in all (counted from the start of the run, resumed runs
+        included), even inside an epoch: a budget for a large corpus, of which one epoch may be
+        more than needed. The learning-rate schedule is planned over it. ``None``: ``epochs``
+        whole epochs. With ``checkpoint_dir``, a checkpoint is written where it stops, and
+        ``resume=`` with a larger ``max_steps`` (or none) continues from there.
     lr, weight_decay
         AdamW peak learning rate and decoupled weight decay.
     warmup_steps, warmup_fraction
@@ -665,6 +672,8 @@ def pretrain(
     batch_size = _check_int("batch_size", batch_size, 2)
     seed = _check_int("seed", seed, 0)
     log_every = _check_int("log_every", log_every, 1)
+    if max_steps is not None:
+        max_steps = _check_int("max_steps", max_steps, 1)
     if checkpoint_every is not None:
         checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
     if keep_checkpoints is not None:
@@ -699,6 +708,7 @@ def pretrain(
         "weight_decay": float(weight_decay),
         "max_nan_fraction": float(max_nan_fraction),
         "temperature_init": float(temperature),
+        "max_steps": max_steps,
     }
 
     # -- model ---------------------------------------------------------------------------------
@@ -758,7 +768,7 @@ def pretrain(
         shuffle_buffer=shuffle_buffer,
     )
     per_epoch = max(1, stream.tiles_per_epoch // batch_size)
-    total = epochs * per_epoch
+    total = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)
     warmup = (
         _check_int("warmup_steps", warmup_steps, 0)
         if warmup_steps is not None
@@ -842,8 +852,12 @@ def pretrain(
                 old.unlink(missing_ok=True)
 
     # -- the loop ------------------------------------------------------------------------------
+    stopped: tuple[int, int] | None = None  # (epoch, batches done in it) where max_steps stopped
     try:
         for epoch in range(start_epoch, epochs):
+            if max_steps is not None and step >= max_steps:
+                stopped = (epoch, skip if epoch == start_epoch else 0)
+                break
             stream.set_epoch(epoch)
             done = 0
             for batch in stream:
@@ -863,11 +877,19 @@ def pretrain(
                     flush()
                 if ckpt_dir is not None and checkpoint_every and step % checkpoint_every == 0:
                     save(epoch, done)
+                if max_steps is not None and step >= max_steps:
+                    stopped = (epoch, done)
+                    break
             flush()
+            if stopped is not None:
+                break
             if ckpt_dir is not None and checkpoint_every is None:
                 save(epoch + 1, 0)
         flush()
-        if (
+        if stopped is not None:
+            if ckpt_dir is not None and not (ckpt_dir / f"step-{step:08d}.safetensors").exists():
+                save(*stopped)
+        elif (
             ckpt_dir is not None
             and checkpoint_every is not None
             and (not history["step"] or not (ckpt_dir / f"step-{step:08d}.safetensors").exists())

@@ -337,6 +337,23 @@ def test_pretrain_streams_the_corpus_deterministically(reference):
     assert a.info["tiles"] == "114 of 114 tiles kept"
 
 
+def test_pretrain_verb_streams_a_corpus_store(reference, tmp_path):
+    from click.testing import CliRunner
+
+    from eo_contrast.pipelines.cli import main
+
+    out = tmp_path / "m.safetensors"
+    args = ["pretrain", str(reference), "--tile", "32", "--batch-size", "8", "--width", "8",
+            "--device", "cpu", "--max-steps", "3", "--out", str(out), "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("trained 3 steps")
+    model = ec.DualEncoder.load(out)
+    corpus = open_corpus(reference)
+    assert model.normalization["s2"]["mean"] == corpus["s2"].attrs["mean"]
+    assert model.trained_on.startswith("114 corpus chip(s) of 32x32 px")
+
+
 def test_stream_memory_is_bounded_by_the_shuffle_buffer(reference):
     """Peak memory follows the shuffle buffer, not the amount of data streamed.
 

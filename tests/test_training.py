@@ -124,6 +124,42 @@ def test_history_schedule_and_continue_from_model(small: xr.Dataset) -> None:
         _run(small, method="simclr", model=model)
 
 
+def test_max_steps_stops_inside_an_epoch_and_plans_the_schedule_over_it(
+    small: xr.Dataset, tmp_path: Path
+) -> None:
+    # 3 batches per epoch, 2 epochs planned: max_steps=4 stops after the first batch of epoch 1
+    ckpt = tmp_path / "capped"
+    model = _run(small, max_steps=4, warmup_steps=1, checkpoint_dir=ckpt)
+    hist = model.history
+    assert hist["step"].tolist() == [1, 2, 3, 4]
+    assert hist["epoch"].tolist() == [0, 0, 0, 1]
+    assert model.info["pretrain"]["planned_steps"] == 4
+    assert model.info["pretrain"]["steps"] == 4
+    expected = [1e-3] + [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 3)) for k in range(3)]
+    np.testing.assert_allclose(hist["lr"].to_numpy(), expected, rtol=1e-12)
+    # a checkpoint where it stopped (end of epoch 0, then 1 batch of epoch 1), and resuming it
+    # with the same budget changes nothing
+    files = sorted(p.name for p in ckpt.iterdir())
+    assert files == ["step-00000003.safetensors", "step-00000004.safetensors"]
+    _, meta = read_checkpoint(ckpt / "step-00000004.safetensors")
+    assert meta["state"] == {"step": 4, "epoch": 1, "batch_in_epoch": 1}
+    same = _run(small, max_steps=4, warmup_steps=1, resume=ckpt)
+    assert same.history["step"].tolist() == [1, 2, 3, 4] and _same_weights(same, model)
+
+    # a budget larger than the epochs: the epochs decide
+    assert len(_run(small, epochs=1, max_steps=50).history) == 3
+    with pytest.raises(ValueError, match="max_steps must be an integer >= 1"):
+        _run(small, max_steps=0)
+
+
+def test_resume_inside_a_capped_run_reproduces_it(small: xr.Dataset, tmp_path: Path) -> None:
+    cols = ["step", "epoch", "loss", "lr", "temperature"]
+    full = _run(small, max_steps=5, checkpoint_dir=tmp_path, checkpoint_every=2)
+    resumed = _run(small, max_steps=5, resume=tmp_path / "step-00000002.safetensors")
+    assert resumed.history[cols].equals(full.history[cols])
+    assert _same_weights(resumed, full)
+
+
 # --------------------------------------------------------------------------------------------
 # Determinism, checkpoints, resume
 # --------------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ def _apply_config(verb: str, path: Path | None, values: dict[str, Any]) -> dict[
 _PRETRAIN_KEYS = (
     "pairs", "out", "method", "epochs", "tile", "batch_size", "encoder", "width", "stem",
     "device", "seed", "lr", "checkpoint_dir", "checkpoint_every", "resume", "sensor",
-    "max_nan_fraction", "storage_options",
+    "max_nan_fraction", "storage_options", "max_steps",
 )  # fmt: skip
 
 
@@ -267,6 +267,11 @@ _PRETRAIN_KEYS = (
     help="multimodal: S1/S2 pairs as positives; simclr: augmentation baseline.",
 )
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the pairs.  [default: 1]")
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    help="Stop after this many updates in all, even inside an epoch.",
+)
 @click.option("--tile", type=click.IntRange(min=8), help="Tile edge in pixels.  [default: 64]")
 @click.option("--batch-size", type=click.IntRange(min=2), help="Tiles per batch.  [default: 32]")
 @click.option("--encoder", type=click.Choice(["resnet18", "resnet50"]), help="[default: resnet18]")
@@ -288,8 +293,8 @@ _PRETRAIN_KEYS = (
 def pretrain(config_path: Path | None, no_progress: bool, **flags: object) -> None:
     """Pretrain a dual encoder on S1/S2 pairs stored in Zarr (PAIRS: a path or fsspec URL).
 
-    PAIRS is a store written by `ec.to_zarr(ec.pair(s1, s2), ...)` or by `eo-contrast demo`
-    (OUT/pairs.zarr). The model is saved as one safetensors file with its bands, units and
+    PAIRS is a store written by `ec.to_zarr(ec.pair(s1, s2), ...)`, by `eo-contrast demo`
+    (OUT/pairs.zarr) or by `eo-contrast corpus` (streamed shard by shard, valid chips only). The model is saved as one safetensors file with its bands, units and
     normalisation statistics.
 
     \b
@@ -312,6 +317,11 @@ def pretrain(config_path: Path | None, no_progress: bool, **flags: object) -> No
     out = Path(str(options.pop("out", "model.safetensors")))
     store = str(store)
     pairs = _open_zarr(store, _options_for(store, storage), "the pairs store (Zarr)")
+    from eo_contrast.corpus import CORPUS_FORMAT, open_corpus
+
+    if pairs.attrs.get("eo_contrast_format") == CORPUS_FORMAT:
+        # a pair corpus (eo-contrast corpus): streamed shard by shard, valid chips only
+        pairs = open_corpus(store, storage_options=_options_for(store, storage))
     model = run_pretrain(pairs, progress=not no_progress, **options)
     path = model.save(out)
     hist = model.history

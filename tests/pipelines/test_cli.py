@@ -85,6 +85,13 @@ def test_pretrain_verb_from_config_file(tmp_path: Path, shared_data: Path) -> No
     assert model.bands["s1"] == ["vv", "vh"]
     assert len(model.bands["s2"]) == 12
 
+    # --max-steps (a flag, which wins over the file) caps the updates
+    capped = CliRunner().invoke(
+        main, ["pretrain", "--config", str(config), "--no-progress", "--max-steps", "2"]
+    )
+    assert capped.exit_code == 0, capped.output
+    assert capped.output.startswith("trained 2 steps")
+
     # a key the verb does not take is named, in one line, with a non-zero status
     config.write_text("[pretrain]\nepoch = 2\n")
     bad = CliRunner().invoke(main, ["pretrain", str(store), "--config", str(config)])
