@@ -12,8 +12,8 @@ below, it takes none.
 :func:`tune_allocator` raises glibc's mmap threshold to :data:`MMAP_THRESHOLD` (its maximum on
 64-bit) and the trim threshold to :data:`TRIM_THRESHOLD`, once per process, with ``mallopt``.
 eo-contrast calls it where a process starts heavy array work: the first model a process loads
-for :func:`eo_contrast.embed` / :func:`eo_contrast.segment`, :func:`eo_contrast.pretrain`, and
-the tasks of :func:`eo_contrast.build_corpus`. The cost: each allocator arena may keep up to
+for :func:`eo_contrast.embed` / :func:`eo_contrast.segment`, :func:`eo_contrast.pretrain`,
+:func:`eo_contrast.fit_segmentation`, and the tasks of :func:`eo_contrast.build_corpus`. The cost: each allocator arena may keep up to
 :data:`TRIM_THRESHOLD` of freed memory instead of returning it at once.
 
 It does nothing on platforms without glibc, when the environment already sets

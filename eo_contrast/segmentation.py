@@ -41,6 +41,7 @@ from eo_contrast.models.device import resolve_device
 from eo_contrast.models.dual import FORMAT as ENCODER_FORMAT
 from eo_contrast.models.dual import DualEncoder
 from eo_contrast.models.heads import SegmentationHead
+from eo_contrast.runtime import tune_allocator
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "fit_segmentation"]
 
@@ -872,6 +873,7 @@ def fit_segmentation(
     per_epoch = tiles_per_epoch or max(batch_size, math.ceil(2 * n_valid / tile**2))
 
     dev = resolve_device(device)
+    tune_allocator()  # training allocates megabytes per layer and step
     model = SegmentationModel(
         encoder, class_names, sensors=names, tile=tile, decoder_width=decoder_width, seed=seed
     ).to(dev)
