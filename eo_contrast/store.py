@@ -389,19 +389,30 @@ def _write_block(
     var_name: str,
     dims: tuple[Hashable, ...],
     all_chunks: tuple[tuple[int, ...], ...],
+    direct: bool,
     block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
-    """:func:`_write_chunk` of a numeric block as a blockwise function; one ``1`` per block."""
+    """:func:`_write_chunk` as a blockwise function; one ``1`` per block."""
     assert block_info is not None
     idx = tuple(block_info[0]["chunk-location"])
-    _write_chunk(block, url, zkw, var_name, dims, _block_region(all_chunks, idx), idx, True)
+    _write_chunk(block, url, zkw, var_name, dims, _block_region(all_chunks, idx), idx, direct)
     return np.ones((1,) * block.ndim, dtype=np.uint8)
 
 
 def _written(
-    data: Any, url: str, zkw: dict[str, Any], name: str, dims: tuple[Hashable, ...], token: str
+    data: Any,
+    url: str,
+    zkw: dict[str, Any],
+    name: str,
+    dims: tuple[Hashable, ...],
+    direct: bool,
+    token: str,
 ) -> Any:
-    """A lazy array of one ``1`` per block of ``data``, each written to ``url`` when computed."""
+    """A lazy array of one ``1`` per block of ``data``, each written to ``url`` when computed.
+
+    The write is one more blockwise step: Dask fuses reading, computing and writing a chunk
+    into one task (no intermediate result kept, moved or scheduled on its own).
+    """
     import dask.array as da
 
     return da.map_blocks(
@@ -412,6 +423,7 @@ def _written(
         var_name=name,
         dims=dims,
         all_chunks=data.chunks,
+        direct=direct,
         chunks=tuple((1,) * len(c) for c in data.chunks),
         dtype=np.uint8,
         meta=np.empty((0,) * data.ndim, dtype=np.uint8),
@@ -662,8 +674,6 @@ def _to_zarr(
     progress: bool = False,
 ) -> xr.DataArray | xr.Dataset:
     """:func:`to_zarr` with a progress bar when ``progress`` (see :func:`_compute`)."""
-    import dask
-
     if mode not in _MODES:
         raise ValueError(
             f"mode={mode!r} is not supported: use 'w-' (refuse an existing store, the default) "
@@ -728,7 +738,6 @@ def _to_zarr(
     _create_flags(url, zkw, ds, {k: v is not None for k, v in done.items()})
 
     tasks: list[Any] = []
-    write = dask.delayed(_write_chunk, pure=False)
     token = uuid.uuid4().hex
     for key, var in ds.data_vars.items():
         data = var.data
@@ -736,18 +745,10 @@ def _to_zarr(
         if flags is not None and flags.shape != data.numblocks:
             flags = None
         direct = var.dtype.kind in _DIRECT_KINDS
-        todo = [i for i in np.ndindex(*data.numblocks) if flags is None or not flags[i]]
-        if direct:
-            # the write is one more blockwise step: Dask fuses reading, computing and writing a
-            # chunk into one task (no intermediate result kept, moved or scheduled on its own)
-            written = _written(data, url, zkw, str(key), var.dims, token)
-            blocks = _blocks(written)
-            tasks.extend(blocks[idx] for idx in todo)
-            continue
-        blocks = _blocks(data)
-        for idx in todo:
-            region = _block_region(data.chunks, idx)
-            tasks.append(write(blocks[idx], url, zkw, str(key), var.dims, region, idx, direct))
+        blocks = _blocks(_written(data, url, zkw, str(key), var.dims, direct, token))
+        tasks.extend(
+            blocks[idx] for idx in np.ndindex(*data.numblocks) if flags is None or not flags[idx]
+        )
     if tasks:
         try:
             _compute(tasks, progress)
