@@ -73,13 +73,6 @@ ec.embed(xr.DataArray(np.full((2, {tile}, {tile}), -15.0, "float32"), dims=("ban
 """
 
 
-def _allocator_tuned() -> bool:
-    """Whether this process runs with :func:`eo_contrast.runtime.tune_allocator`'s settings."""
-    from eo_contrast.runtime import _STATE
-
-    return bool(_STATE.get("done"))
-
-
 def start_cluster(n_workers: int, model_path: Path, tile: int) -> tuple[Any, Any]:
     """A LocalCluster of ``n_workers`` single-threaded processes, warmed up; (cluster, client)."""
     import distributed
@@ -133,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     import distributed  # noqa: F401  (sets up its loggers, quietened here)
 
+    from eo_contrast.runtime import allocator_tuned
+
     logging.getLogger("distributed").setLevel(logging.ERROR)
     tmp = None
     if args.workdir is None:
@@ -157,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for n in (1, 2):
             t0 = time.perf_counter()
             clusters[n] = start_cluster(n, model_path, args.tile)
-            tuned = clusters[n][1].run(_allocator_tuned)
+            tuned = clusters[n][1].run(allocator_tuned)
             print(f"  cluster of {n} worker(s) started and warmed up in "
                   f"{time.perf_counter() - t0:.1f} s; allocator thresholds raised in the "
                   f"workers: {sorted(set(tuned.values()))}")  # fmt: skip

@@ -134,9 +134,9 @@ def machine(device: str) -> str:
     import torch
 
     from eo_contrast.models.device import resolve_device
-    from eo_contrast.runtime import _STATE
+    from eo_contrast.runtime import allocator_tuned
 
-    allocator = "glibc thresholds raised" if _STATE.get("done") else "allocator as started"
+    allocator = "glibc thresholds raised" if allocator_tuned() else "allocator as started"
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, "

@@ -1049,10 +1049,9 @@ def _run_unit(
     import zarr
 
     from eo_contrast.runtime import tune_allocator
+    from eo_contrast.store import PROGRESS_GROUP
 
     tune_allocator()
-
-    from eo_contrast.store import PROGRESS_GROUP
 
     c = int(cfg["chip"])
     n = len(chips)
@@ -1371,8 +1370,8 @@ def build_corpus(
         shard). Coordinates along ``chip``: those of :func:`plan_corpus` (but ``scene``,
         ``pass`` and ``block``), ``valid``, ``s1_nan_fraction``, ``s2_nan_fraction`` and
         ``cloud_fraction`` (NaN without a scene classification). Invalid chips hold NaN (an inner
-        chunk of invalid chips only is not stored). The attributes ``mean``, ``std`` (population) and ``count`` of ``s1`` and
-        ``s2`` are per-band statistics over the finite pixels of the valid chips; group
+        chunk of invalid chips only is not stored). The attributes ``mean``, ``std``
+        (population) and ``count`` of ``s1`` and ``s2`` are per-band statistics over the finite pixels of the valid chips; group
         attributes record the settings, ``n_chips`` and ``n_valid``.
 
     Raises

@@ -13,8 +13,9 @@ below, it takes none.
 64-bit) and the trim threshold to :data:`TRIM_THRESHOLD`, once per process, with ``mallopt``.
 eo-contrast calls it where a process starts heavy array work: the first model a process loads
 for :func:`eo_contrast.embed` / :func:`eo_contrast.segment`, :func:`eo_contrast.pretrain`,
-:func:`eo_contrast.fit_segmentation`, and the tasks of :func:`eo_contrast.build_corpus`. The cost: each allocator arena may keep up to
-:data:`TRIM_THRESHOLD` of freed memory instead of returning it at once.
+:func:`eo_contrast.fit_segmentation`, and the tasks of :func:`eo_contrast.build_corpus`. The
+cost: each allocator arena may keep up to :data:`TRIM_THRESHOLD` of freed memory instead of
+returning it at once. :func:`allocator_tuned` tells whether a process runs with the settings.
 
 It does nothing on platforms without glibc, when the environment already sets
 ``MALLOC_MMAP_THRESHOLD_`` (an explicit choice), or when ``EO_CONTRAST_MALLOC=keep``.
@@ -26,7 +27,7 @@ import os
 import sys
 import threading
 
-__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "tune_allocator"]
+__all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "allocator_tuned", "tune_allocator"]
 
 #: Buffers smaller than this come from the heap, not from a fresh ``mmap``: 32 MiB, the largest
 #: value glibc accepts on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX``).
@@ -52,11 +53,10 @@ def _glibc() -> object | None:
 
     try:
         libc = ctypes.CDLL(None)
-        version = libc.gnu_get_libc_version  # glibc only (not musl)
+        libc.gnu_get_libc_version  # noqa: B018  (glibc only, not musl)
         libc.mallopt  # noqa: B018
     except (OSError, AttributeError):
         return None
-    version.restype = ctypes.c_char_p
     return libc
 
 
@@ -91,3 +91,16 @@ def tune_allocator() -> bool:
                 )
         _STATE["done"] = ok
         return ok
+
+
+def allocator_tuned() -> bool:
+    """Whether :func:`tune_allocator` has set the thresholds in this process (it never checks
+    the allocator itself, and does not tune it).
+
+    Examples
+    --------
+    >>> from eo_contrast.runtime import allocator_tuned, tune_allocator
+    >>> allocator_tuned() == tune_allocator()
+    True
+    """
+    return bool(_STATE.get("done"))

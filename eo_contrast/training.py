@@ -520,8 +520,8 @@ def pretrain(
     temperature), learning rate warmed up linearly over the first ``warmup_steps`` updates and
     then decayed to 0 along a cosine over the planned number of updates (``epochs`` times the
     tiles per epoch divided by ``batch_size``, or ``max_steps`` when that is fewer; when tiles
-    are dropped for NaN, fewer updates run and the rate ends above 0). On CUDA the forward pass runs under bf16 autocast, with
-    channels-last memory layout. On the CPU a run is deterministic for a ``seed``.
+    are dropped for NaN, fewer updates run and the rate ends above 0). On CUDA the forward pass
+    runs under bf16 autocast, with channels-last memory layout. On the CPU a run is deterministic for a ``seed``.
 
     Parameters
     ----------

@@ -66,12 +66,12 @@ def test_embed_tunes_the_process_that_runs_the_model(tmp_path) -> None:
     code = (
         "import numpy as np, xarray as xr, eo_contrast as ec\n"
         "from eo_contrast import runtime\n"
-        "assert 'done' not in runtime._STATE\n"
+        "assert not runtime.allocator_tuned()\n"
         "cube = xr.DataArray(np.full((2, 32, 32), -15.0, 'float32'), dims=('band', 'y', 'x'),\n"
         "    coords={'band': ['vv', 'vh'], 'y': np.arange(32.0), 'x': np.arange(32.0)})\n"
         "model = ec.DualEncoder({'s1': ['vv', 'vh']}, width=8, seed=0)\n"
         "ec.embed(cube, model, tile=32, device='cpu').compute(scheduler='sync')\n"
-        "print(runtime._STATE.get('done'))\n"
+        "print(runtime.allocator_tuned())\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["TMPDIR"] = str(tmp_path)

@@ -294,8 +294,9 @@ def pretrain(config_path: Path | None, no_progress: bool, **flags: object) -> No
     """Pretrain a dual encoder on S1/S2 pairs stored in Zarr (PAIRS: a path or fsspec URL).
 
     PAIRS is a store written by `ec.to_zarr(ec.pair(s1, s2), ...)`, by `eo-contrast demo`
-    (OUT/pairs.zarr) or by `eo-contrast corpus` (streamed shard by shard, valid chips only). The model is saved as one safetensors file with its bands, units and
-    normalisation statistics.
+    (OUT/pairs.zarr) or by `eo-contrast corpus` (streamed shard by shard, valid chips only).
+    The model is saved as one safetensors file with its bands, units and normalisation
+    statistics.
 
     \b
     Examples:
@@ -303,6 +304,7 @@ def pretrain(config_path: Path | None, no_progress: bool, **flags: object) -> No
       eo-contrast pretrain --config pretrain.toml --device cuda
       eo-contrast pretrain s3://bucket/pairs.zarr --out model.safetensors
     """
+    from eo_contrast.corpus import CORPUS_FORMAT, open_corpus
     from eo_contrast.pipelines.config import read_config
     from eo_contrast.training import pretrain as run_pretrain
 
@@ -317,8 +319,6 @@ def pretrain(config_path: Path | None, no_progress: bool, **flags: object) -> No
     out = Path(str(options.pop("out", "model.safetensors")))
     store = str(store)
     pairs = _open_zarr(store, _options_for(store, storage), "the pairs store (Zarr)")
-    from eo_contrast.corpus import CORPUS_FORMAT, open_corpus
-
     if pairs.attrs.get("eo_contrast_format") == CORPUS_FORMAT:
         # a pair corpus (eo-contrast corpus): streamed shard by shard, valid chips only
         pairs = open_corpus(store, storage_options=_options_for(store, storage))
