@@ -1,16 +1,15 @@
 """Semantic segmentation on the dual encoder's dense features: the model and its training loop.
 
 A :class:`SegmentationModel` holds a copy of a :class:`~eo_contrast.models.DualEncoder` (frozen
-or fine-tuned) and a light feature-pyramid decoder
-(:class:`~eo_contrast.models.SegmentationHead`). It uses one sensor's feature pyramid, or both
-(S1 + S2: the two pyramids are concatenated level by level, so the decoder sees
-``channels_s1 + channels_s2`` channels per level). :func:`fit_segmentation` trains it on a
-labelled cube; ``cube.contrast.segment(seg)`` (see ``eo_contrast.inference``) applies it to a
-whole datacube, chunk by chunk.
+or fine-tuned) and a UNet-like decoder (:class:`~eo_contrast.models.UNetHead`) with skip
+connections from every level of the encoder's feature pyramid down to the normalised input
+itself. It uses one sensor's feature pyramid, or both (S1 + S2: the two pyramids are concatenated
+level by level, and the two inputs band by band). :func:`fit_segmentation` trains it on one
+labelled cube or on a list of labelled chips, each on its own grid; ``cube.contrast.segment(seg)``
+(see ``eo_contrast.inference``) applies it to a whole datacube, chunk by chunk.
 
-Training data is small by nature (hand labels), so :func:`fit_segmentation` reads the labelled
-cube into memory once and samples seeded random tiles from it; crop the cube to the labelled
-area first when it is large.
+Models saved with format version 1 (a feature-pyramid decoder,
+:class:`~eo_contrast.models.SegmentationHead`) still load and predict as before.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,18 @@ from eo_contrast.models.checkpoint import (
 from eo_contrast.models.device import resolve_device
 from eo_contrast.models.dual import FORMAT as ENCODER_FORMAT
 from eo_contrast.models.dual import DualEncoder
-from eo_contrast.models.heads import SegmentationHead
+from eo_contrast.models.heads import SegmentationHead, UNetHead
 from eo_contrast.runtime import tune_allocator
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "fit_segmentation"]
 
 #: ``format`` of segmentation checkpoints (``DualEncoder`` files have another one).
 FORMAT = "eo-contrast.segmentation"
-FORMAT_VERSION = 1
-_SUPPORTED_VERSIONS = (1,)
+#: Version 2: UNet decoder (``"unet"``) with skips down to the input; version 1: FPN decoder.
+FORMAT_VERSION = 2
+_SUPPORTED_VERSIONS = (1, 2)
+#: Decoder names, the checkpoint format version that introduced each.
+DECODERS = {"fpn": 1, "unet": 2}
 _REQUIRED_KEYS = ("format", "format_version", "encoder", "sensors", "classes", "tile", "decoder")
 _SENSOR_ORDER = ("s1", "s2")
 
@@ -97,9 +100,12 @@ class SegmentationModel(nn.Module):
     tile
         Tile size the model is trained and applied on (pixels).
     decoder_width
-        Channels of the decoder's fused map.
+        Channels of the decoder's deepest levels (:class:`~eo_contrast.models.UNetHead`).
     seed
         Seed of the decoder's initial weights (``None``: torch's global random state).
+    decoder
+        ``"unet"`` (skip connections down to the normalised input; the default) or ``"fpn"``
+        (the light feature-pyramid decoder of format version 1, kept to read older models).
 
     Attributes
     ----------
@@ -111,7 +117,7 @@ class SegmentationModel(nn.Module):
         Training tile size.
     encoder : DualEncoder
         The (copied) encoder; frozen when :attr:`frozen`.
-    head : SegmentationHead
+    head : UNetHead or SegmentationHead
         The decoder.
     frozen : bool
         Whether the encoder is frozen (kept in eval mode, no gradients).
@@ -144,8 +150,11 @@ class SegmentationModel(nn.Module):
         tile: int = 64,
         decoder_width: int = 64,
         seed: int | None = None,
+        decoder: str = "unet",
     ) -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder={decoder!r} is not one of {sorted(DECODERS)}")
         if not isinstance(encoder, DualEncoder):
             raise TypeError(
                 f"encoder must be an eo_contrast DualEncoder, got {type(encoder).__name__}; "
@@ -180,6 +189,7 @@ class SegmentationModel(nn.Module):
         self.classes: list[str] = names
         self.tile = int(tile)
         self.decoder_width = decoder_width
+        self.decoder = decoder
         self.encoder = copy.deepcopy(encoder)
         self.frozen = False
         self.training_info: dict[str, Any] = {}
@@ -190,7 +200,12 @@ class SegmentationModel(nn.Module):
         with ctx:
             if seed is not None:
                 torch.manual_seed(seed)
-            self.head = SegmentationHead(channels, len(names), width=decoder_width)
+            self.head: UNetHead | SegmentationHead
+            if decoder == "unet":
+                in_chans = sum(len(encoder.bands[s]) for s in chosen)
+                self.head = UNetHead(channels, len(names), in_chans=in_chans, width=decoder_width)
+            else:
+                self.head = SegmentationHead(channels, len(names), width=decoder_width)
 
     # ------------------------------------------------------------------ description
     @property
@@ -223,13 +238,13 @@ class SegmentationModel(nn.Module):
         return _json_safe(
             {
                 "format": FORMAT,
-                "format_version": FORMAT_VERSION,
+                "format_version": DECODERS[self.decoder],
                 "encoder": self.encoder.metadata,
                 "sensors": list(self.sensors),
                 "classes": list(self.classes),
                 "tile": self.tile,
                 "decoder": {
-                    "name": "fpn",
+                    "name": self.decoder,
                     "width": self.decoder_width,
                     "feature_channels": list(self.head.feature_channels),
                 },
@@ -241,7 +256,10 @@ class SegmentationModel(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"sensors={self.sensors}, classes={self.classes}, tile={self.tile}"
+        return (
+            f"sensors={self.sensors}, classes={self.classes}, tile={self.tile}, "
+            f"decoder={self.decoder!r}"
+        )
 
     # ------------------------------------------------------------------ computation
     def normalize(
@@ -295,6 +313,9 @@ class SegmentationModel(nn.Module):
             feats = pyramids[0]
         else:
             feats = [torch.cat(level, dim=1) for level in zip(*pyramids, strict=True)]
+        if isinstance(self.head, UNetHead):
+            x = [inputs[s] for s in self.sensors]
+            return self.head(feats, x[0] if len(x) == 1 else torch.cat(x, dim=1))
         return self.head(feats, size=size)
 
     def predict(
@@ -433,15 +454,22 @@ class SegmentationModel(nn.Module):
             )
         if fmt != FORMAT:
             raise CheckpointError(f"{p} has format {fmt!r}; a segmentation model has {FORMAT!r}")
-        if meta.get("format_version") not in _SUPPORTED_VERSIONS:
+        version = meta.get("format_version")
+        if version not in _SUPPORTED_VERSIONS:
             raise CheckpointError(
-                f"{p} has segmentation format_version {meta.get('format_version')!r}; this "
+                f"{p} has segmentation format_version {version!r}; this "
                 f"eo-contrast {_package_version()} reads {list(_SUPPORTED_VERSIONS)}; upgrade it"
             )
         missing = [k for k in _REQUIRED_KEYS if k not in meta]
         if missing:
             raise CheckpointError(f"{p}: its metadata lacks required key(s) {missing}")
         decoder = meta["decoder"]
+        name = decoder.get("name", "fpn") if isinstance(decoder, Mapping) else None
+        if name not in DECODERS or DECODERS[name] > int(version):
+            raise CheckpointError(
+                f"{p}: segmentation format_version {version} with decoder {name!r}; "
+                f"format_version 1 has decoder 'fpn', version 2 adds 'unet'"
+            )
         try:
             with torch.device("meta"):
                 encoder = DualEncoder.from_metadata(meta["encoder"])
@@ -451,6 +479,7 @@ class SegmentationModel(nn.Module):
                     sensors=meta["sensors"],
                     tile=int(meta["tile"]),
                     decoder_width=int(decoder["width"]),
+                    decoder=name,
                 )
         except (ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(
@@ -651,9 +680,367 @@ def _class_weights(spec: Any, counts: np.ndarray) -> np.ndarray | None:
 # ------------------------------------------------------------------------------------------
 # Training
 # ------------------------------------------------------------------------------------------
+#: An epoch of :func:`fit_segmentation` is at least this many updates, however small the
+#: labelled area: tiles are drawn with replacement, so a short fit on one small area still trains.
+MIN_STEPS_PER_EPOCH = 50
+#: Labelled chips held in memory at once by :func:`fit_segmentation` (``chips_in_memory``).
+CHIPS_IN_MEMORY = 8
+
+
+@dataclass
+class _Chip:
+    """One labelled chip of a fit: where it comes from and what it holds (no pixel arrays)."""
+
+    index: int
+    name: str
+    cube: Any
+    labels: xr.DataArray
+    n_valid: int = 0
+    n_positions: int = 0
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    grid: dict[str, Any] = field(default_factory=dict)
+    many: bool = True
+
+    @property
+    def where(self) -> str:
+        """How errors name the chip: ``chip 3 (USA_905409)``, or ``the cube`` for one chip."""
+        if not self.many:
+            return "the cube"
+        return f"chip {self.index} ({self.name})" if self.name else f"chip {self.index}"
+
+    def tag(self, message: str) -> str:
+        """``message`` prefixed with the chip's name when the fit has several chips."""
+        return f"{self.where}: {message}" if self.many else message
+
+
+@dataclass
+class _Loaded:
+    """A chip's pixels in memory: per-sensor arrays, the training target and tile positions."""
+
+    arrays: dict[str, np.ndarray]
+    target: np.ndarray
+    positions: np.ndarray
+
+
+def _chip_name(cube: Any, labels: Any) -> str:
+    for obj in (labels, cube):
+        name = getattr(obj, "attrs", {}).get("chip")
+        if name:
+            return str(name)
+    return ""
+
+
+def _as_chips(cube: Any, labels: Any) -> list[_Chip]:
+    """The input as a list of chips; one chip for the single forms."""
+    many = isinstance(cube, list | tuple)
+    if many != isinstance(labels, list | tuple):
+        what = "cube is a list" if many else "labels is a list"
+        raise ValueError(
+            f"{what} but the other is not: give cube and labels both as lists of equal length "
+            "(one labelled chip per entry) or both as single objects"
+        )
+    if not many:
+        return [_Chip(0, _chip_name(cube, labels), cube, labels, many=False)]
+    if len(cube) != len(labels):
+        raise ValueError(
+            f"cube and labels are lists of unequal length ({len(cube)} cubes, {len(labels)} "
+            "labels); give one labels array per chip, in the same order"
+        )
+    if not cube:
+        raise ValueError("cube and labels are empty lists; give at least one labelled chip")
+    return [
+        _Chip(i, _chip_name(c, lab), c, lab)
+        for i, (c, lab) in enumerate(zip(cube, labels, strict=True))
+    ]
+
+
+def _check_fit_params(
+    *,
+    epochs: Any,
+    batch_size: Any,
+    seed: Any,
+    tile: Any,
+    max_nan_fraction: Any,
+    lr: Any,
+    encoder_lr_scale: Any,
+    tiles_per_epoch: Any,
+    chips_in_memory: Any,
+) -> None:
+    for pname, value, low in (
+        ("epochs", epochs, 1),
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+        ("chips_in_memory", chips_in_memory, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{pname} must be an integer >= {low}, got {value!r}")
+    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 8:
+        raise ValueError(f"tile must be an integer of at least 8 pixels, got {tile!r}")
+    if not isinstance(max_nan_fraction, int | float) or not 0 <= max_nan_fraction < 1:
+        raise ValueError(f"max_nan_fraction must be in [0, 1), got {max_nan_fraction!r}")
+    for pname, fvalue in (("lr", lr), ("encoder_lr_scale", encoder_lr_scale)):
+        if not isinstance(fvalue, int | float) or not 0 < fvalue < math.inf:
+            raise ValueError(f"{pname} must be a positive number, got {fvalue!r}")
+    if tiles_per_epoch is not None and (
+        isinstance(tiles_per_epoch, bool)
+        or not isinstance(tiles_per_epoch, int)
+        or tiles_per_epoch < 1
+    ):
+        raise ValueError(f"tiles_per_epoch must be a positive integer, got {tiles_per_epoch!r}")
+
+
+def _chip_sensors(
+    chip: _Chip, encoder: DualEncoder, sensors: Sequence[str] | None, tile: int
+) -> dict[str, xr.DataArray]:
+    """The chip's cubes per sensor (bands selected, units checked), on one grid, tile checked."""
+    try:
+        found = _select_sensors(_sensor_vars(chip.cube), encoder, sensors)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(chip.tag(str(exc))) from exc
+    names = tuple(found)
+    ref = found[names[0]]
+    for s in names[1:]:
+        if not _same_grid(found[s], ref) or found[s].sizes.get("time", 1) != ref.sizes.get(
+            "time", 1
+        ):
+            raise ValueError(
+                chip.tag(
+                    f"the cube's {s} and {names[0]} variables are not on one grid / time axis: "
+                    f"{_describe_grid(found[s])} vs {_describe_grid(ref)}; pair them with ec.pair"
+                )
+            )
+    height, width = int(ref.sizes["y"]), int(ref.sizes["x"])
+    if tile > min(height, width):
+        raise ValueError(
+            chip.tag(
+                f"tile={tile} is larger than the cube ({height} x {width} pixels); use a tile of "
+                f"at most {min(height, width)}" + (", or leave this chip out" if chip.many else "")
+            )
+        )
+    return found
+
+
+def _chip_labels(chip: _Chip, ref: xr.DataArray) -> np.ndarray:
+    try:
+        return _label_array(chip.labels, ref, int(ref.sizes.get("time", 1)))
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(chip.tag(str(exc))) from exc
+
+
+def _load_chip(
+    chip: _Chip,
+    encoder: DualEncoder,
+    sensors: Sequence[str] | None,
+    tile: int,
+    max_nan_fraction: float,
+) -> _Loaded:
+    """Read one chip into memory: arrays ``(time, band, y, x)``, target and tile positions."""
+    found = _chip_sensors(chip, encoder, sensors, tile)
+    ref = next(iter(found.values()))
+    target = _chip_labels(chip, ref).copy()
+    arrays: dict[str, np.ndarray] = {}
+    for s, c in found.items():
+        if "time" not in c.dims:
+            c = c.expand_dims("time")
+        arr = np.asarray(c.transpose("time", "band", "y", "x").values, dtype=np.float32)
+        # TODO-UNITS check_values(arr, s, encoder.units[s], name=f"{chip.where} {s} cube")
+        arrays[s] = arr
+        target[~np.isfinite(arr).all(axis=1)] = -1
+    valid = target >= 0
+    n_time, height, width = target.shape
+    integral = np.zeros((n_time, height + 1, width + 1), dtype=np.int64)
+    integral[:, 1:, 1:] = valid.cumsum(axis=1).cumsum(axis=2)
+    win = (
+        integral[:, tile:, tile:]
+        - integral[:, :-tile, tile:]
+        - integral[:, tile:, :-tile]
+        + integral[:, :-tile, :-tile]
+    )
+    ok = win >= max(1.0, (1 - max_nan_fraction) * tile * tile)
+    return _Loaded(arrays, target, np.argwhere(ok))
+
+
+class _ChipCache:
+    """At most ``capacity`` chips in memory, least recently used dropped first."""
+
+    def __init__(self, load: Any, capacity: int) -> None:
+        self._load = load
+        self.capacity = capacity
+        self._items: dict[int, _Loaded] = {}
+        self.loads = 0
+        self.peak = 0
+
+    def get(self, chip: _Chip) -> _Loaded:
+        hit = self._items.pop(chip.index, None)
+        if hit is None:
+            while len(self._items) >= self.capacity:
+                self._items.pop(next(iter(self._items)))
+            hit = self._load(chip)
+            self.loads += 1
+        self._items[chip.index] = hit
+        self.peak = max(self.peak, len(self._items))
+        return hit
+
+
+def _survey(
+    chips: list[_Chip], cache: _ChipCache, classes: Sequence[str] | None
+) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
+    """One pass over the chips: class names, class pixel counts and the sensors used.
+
+    Chips are read one at a time (through ``cache``, so a fit on a few chips reads each once).
+    """
+    names: tuple[str, ...] | None = None
+    top = -1
+    for chip in chips:
+        values = _chip_labels_only(chip)
+        top = max(top, int(values.max(initial=-1)))
+    if classes is None:
+        if top < 0:
+            raise ValueError(
+                "labels have no labelled pixel (all -1 / nodata); label some pixels with class "
+                "ids 0, 1, ..."
+            )
+        class_names = [f"class_{i}" for i in range(top + 1)]
+    else:
+        if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
+            raise ValueError(f"classes must be a non-empty list of names, got {classes!r}")
+        class_names = [str(c) for c in classes]
+    k = len(class_names)
+    total = np.zeros(k, dtype=np.float64)
+    for chip in chips:
+        loaded = cache.get(chip)
+        bad = np.unique(loaded.target[(loaded.target < -1) | (loaded.target >= k)])
+        if bad.size:
+            raise ValueError(
+                chip.tag(
+                    f"labels contain values {bad.tolist()[:10]} outside the classes "
+                    f"{class_names} (ids 0..{k - 1}, -1 for nodata); pass classes naming every "
+                    "label value"
+                )
+            )
+        chip_names = tuple(loaded.arrays)
+        if names is None:
+            names = chip_names
+        elif chip_names != names:
+            raise ValueError(
+                f"{chip.where} provides sensors {list(chip_names)} but chip 0 provides "
+                f"{list(names)}; give every chip the same sensors, or pass sensors=..."
+            )
+        valid = loaded.target >= 0
+        chip.n_valid = int(valid.sum())
+        chip.n_positions = len(loaded.positions)
+        chip.counts = np.bincount(loaded.target[valid], minlength=k)[:k].astype(np.float64)
+        chip.grid = {
+            "height": int(loaded.target.shape[1]),
+            "width": int(loaded.target.shape[2]),
+            "times": int(loaded.target.shape[0]),
+        }
+        total += chip.counts
+    assert names is not None
+    return class_names, total, names
+
+
+def _chip_labels_only(chip: _Chip) -> np.ndarray:
+    """The chip's label values, with a clear error for a labels object of the wrong kind."""
+    labels = chip.labels
+    if not isinstance(labels, xr.DataArray):
+        raise TypeError(
+            chip.tag(
+                "labels must be an xarray DataArray (y, x) of class ids on the cube's grid, not "
+                f"{type(labels).__name__}"
+            )
+        )
+    values = np.asarray(labels.values)
+    if np.issubdtype(values.dtype, np.floating):
+        values = np.where(np.isnan(values), -1, values)
+    elif not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(chip.tag(f"labels must be integer class ids, got {values.dtype}"))
+    return values.astype(np.int64)
+
+
+def _plan_epoch(
+    chips: list[_Chip], per_epoch: int, chips_in_memory: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """The epoch's tiles as ``(chip index, position index)``, in the order they are trained.
+
+    Tiles are drawn uniformly, with replacement, over the usable tile positions of all chips
+    together (a chip holds a share of the epoch proportional to its usable positions). They
+    are then ordered chip group by chip group: the chips are shuffled and taken
+    ``chips_in_memory`` at a time, and each group's tiles are shuffled among themselves.
+    """
+    weights = np.array([c.n_positions for c in chips], dtype=np.float64)
+    use = np.flatnonzero(weights > 0)
+    p = weights[use] / weights[use].sum()
+    chip_ids = use[rng.choice(len(use), size=per_epoch, replace=True, p=p)]
+    pos_ids = (rng.random(per_epoch) * weights[chip_ids]).astype(np.int64)
+    order = rng.permutation(len(chips))
+    group_of = np.empty(len(chips), dtype=np.int64)
+    group_of[order] = np.arange(len(chips)) // chips_in_memory
+    keys = group_of[chip_ids]
+    plan: list[tuple[int, int]] = []
+    for g in np.unique(keys):
+        members = np.flatnonzero(keys == g)
+        members = members[rng.permutation(len(members))]
+        plan.extend((int(chip_ids[i]), int(pos_ids[i])) for i in members)
+    return plan
+
+
+def _batch_tiles(
+    batch: Sequence[tuple[int, int]],
+    chips: list[_Chip],
+    cache: _ChipCache,
+    tile: int,
+    augment: bool,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Cut the tiles of one batch (chip by chip), with random flips and rotations."""
+    names = None
+    tiles: dict[str, list[np.ndarray]] = {}
+    labs: list[np.ndarray] = []
+    rot = rng.integers(0, 4, size=len(batch)) if augment else np.zeros(len(batch), int)
+    flip = rng.random(len(batch)) < 0.5 if augment else np.zeros(len(batch), bool)
+    for i, (c, r) in enumerate(batch):
+        loaded = cache.get(chips[c])
+        t, y0, x0 = (int(v) for v in loaded.positions[r])
+        win = (slice(y0, y0 + tile), slice(x0, x0 + tile))
+        labs.append(_augment(loaded.target[t][win], rot[i], flip[i]))
+        if names is None:
+            names = list(loaded.arrays)
+            tiles = {s: [] for s in names}
+        for s, a in loaded.arrays.items():
+            tiles[s].append(_augment(a[t][(slice(None), *win)], rot[i], flip[i]))
+    out = {s: np.ascontiguousarray(np.stack(v)) for s, v in tiles.items()}
+    return out, np.ascontiguousarray(np.stack(labs))
+
+
+def _optimizer(
+    model: SegmentationModel, lr: float, weight_decay: float, encoder_lr_scale: float
+) -> torch.optim.Optimizer:
+    """AdamW: no weight decay on biases and norms; the encoder at ``lr * encoder_lr_scale``."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    enc_decay: list[nn.Parameter] = []
+    enc_no_decay: list[nn.Parameter] = []
+    for pname, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_enc = pname.startswith("encoder.")
+        if p.ndim >= 2:
+            (enc_decay if is_enc else decay).append(p)
+        else:
+            (enc_no_decay if is_enc else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "scale": 1.0},
+        {"params": enc_decay, "weight_decay": weight_decay, "scale": encoder_lr_scale},
+        {"params": enc_no_decay, "weight_decay": 0.0, "scale": encoder_lr_scale},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
 def fit_segmentation(
-    cube: xr.DataArray | xr.Dataset,
-    labels: xr.DataArray,
+    cube: xr.DataArray | xr.Dataset | Sequence[xr.DataArray | xr.Dataset],
+    labels: xr.DataArray | Sequence[xr.DataArray],
     *,
     encoder: DualEncoder | None = None,
     classes: Sequence[str] | None = None,
@@ -673,8 +1060,9 @@ def fit_segmentation(
     progress: bool = True,
     max_nan_fraction: float = 0.5,
     class_weights: str | Sequence[float] | None = "balanced",
+    chips_in_memory: int = CHIPS_IN_MEMORY,
 ) -> SegmentationModel:
-    """Train a segmentation decoder on an encoder's dense features from a labelled cube.
+    """Train a segmentation model on an encoder's features, from one or many labelled chips.
 
     Accepted cubes (sensors are recognised by band names, as for embedding):
 
@@ -682,39 +1070,55 @@ def fit_segmentation(
       one variable per band): the encoder whose bands it holds is used (S1 or S2);
     * a Dataset with variables ``"s1"`` and/or ``"s2"`` on one grid, each
       ``([time|pair,] band-dim, y, x)``, e.g. from :func:`eo_contrast.pair` (``s1_band``,
-      ``s2_band`` and ``s1_units``/``s2_units`` are understood) or built by hand as
-      ``xr.Dataset({"s1": s1.rename(band="s1_band", units="s1_units"),
-      "s2": s2.rename(band="s2_band", units="s2_units")})``:
-      both sensors' features are used (fused per pyramid level), unless ``sensors`` says
-      otherwise.
+      ``s2_band`` and ``s1_units``/``s2_units`` are understood): both sensors' features are
+      used (fused per pyramid level), unless ``sensors`` says otherwise;
+    * a **list** of such cubes, one labelled chip per entry, with ``labels`` a list of equal
+      length; each chip is on its own grid and CRS (as Sen1Floods11 chips are, see
+      :func:`eo_contrast.read_sen1floods11`). Every chip must provide the same sensors.
 
-    Bands are selected and ordered as the encoder expects (extra bands are ignored) and
-    their units are checked. The labelled cube is read into memory once.
+    Bands are selected and ordered as the encoder expects (extra bands are ignored); units are
+    checked on the attributes and on the values (linear S1 power or S2 digital numbers are
+    refused).
 
-    Each epoch draws ``tiles_per_epoch`` random tiles (seeded) among the positions where at
-    most ``max_nan_fraction`` of the pixels are unlabelled (-1) or have NaN input, with random
-    flips and 90-degree rotations when ``augment``. Those pixels are ignored by the loss
-    (cross-entropy, ``ignore_index=-1``, optionally class-weighted). AdamW; the learning rate
-    decays on a cosine from ``lr``. With ``freeze_encoder`` only the decoder trains (the encoder
-    stays in eval mode without gradients); otherwise the encoder is fine-tuned at
-    ``lr * encoder_lr_scale``. On the CPU, the same seed gives the same model.
+    **How tiles are drawn.** A tile position is usable where at most ``max_nan_fraction`` of
+    its pixels are unlabelled (-1) or have NaN input. Each epoch draws its tiles uniformly,
+    with replacement, over the usable positions of all chips together, so every chip holds a
+    share of the epoch proportional to its usable area. Chips are then visited in groups of
+    ``chips_in_memory`` (the chips shuffled each epoch, each group's tiles shuffled among
+    themselves), so at most ``chips_in_memory`` chips are in memory at a time, however many
+    chips there are. With random flips and 90-degree rotations when ``augment``.
+
+    **What an epoch is.** ``tiles_per_epoch`` tiles; by default enough to cover the labelled
+    pixels twice, and never fewer than :data:`MIN_STEPS_PER_EPOCH` updates
+    (``MIN_STEPS_PER_EPOCH * batch_size`` tiles): a small labelled area is sampled with
+    replacement, so even a short fit trains. Updates per epoch: ``ceil(tiles_per_epoch /
+    batch_size)``.
+
+    The loss is cross-entropy ignoring unlabelled and nodata pixels (``ignore_index=-1``),
+    class-weighted over all chips. AdamW; the learning rate decays on a cosine from ``lr``.
+    With ``freeze_encoder`` only the decoder trains (the encoder stays in eval mode without
+    gradients); otherwise the encoder is fine-tuned at ``lr * encoder_lr_scale``. On the CPU,
+    the same seed gives the same model.
 
     Parameters
     ----------
     cube
-        The input, see above; physical units (S1 dB, S2 reflectance 0..1), NaN = nodata.
+        The input (or a list of inputs, one per chip), see above; physical units (S1 dB, S2
+        reflectance 0..1), NaN = nodata.
     labels
-        Class ids ``(y, x)`` (or ``(time, y, x)``) on the cube's grid; -1 (or NaN) = nodata.
+        Class ids ``(y, x)`` (or ``(time, y, x)``) on the cube's grid; -1 (or NaN) = nodata. A
+        list of such arrays when ``cube`` is a list, each on its chip's grid.
     encoder
         The :class:`~eo_contrast.models.DualEncoder` to build on; ``None``:
         :meth:`DualEncoder.default`. It is copied, never modified.
     classes
         Class names by id; ``None``: ``class_0``.. ``class_{K-1}`` with ``K`` = the largest
-        label + 1.
+        label + 1 over all chips.
     freeze_encoder
         Train the decoder only (``True``) or fine-tune the encoder too.
     epochs, tile, batch_size, lr
-        Training length, tile size (pixels), tiles per step, decoder learning rate.
+        Training length in epochs (see above), tile size (pixels), tiles per update, decoder
+        learning rate.
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     encoder_lr_scale
@@ -722,14 +1126,13 @@ def fit_segmentation(
     weight_decay
         AdamW weight decay (not applied to biases and norms).
     seed
-        Seed of the decoder's initialisation, the tile sampling and the augmentations.
+        Seed of the decoder's initialisation, the tile draws and the augmentations.
     sensors
         Restrict to these sensors (e.g. ``["s1"]`` with a two-sensor Dataset).
     tiles_per_epoch
-        Tiles drawn per epoch; ``None``: enough to cover the labelled pixels twice (at least
-        one batch).
+        Tiles per epoch; ``None``: see "What an epoch is".
     decoder_width
-        Channels of the decoder.
+        Channels of the decoder's deepest levels (:class:`~eo_contrast.models.UNetHead`).
     augment
         Random flips and 90-degree rotations of the training tiles.
     progress
@@ -740,18 +1143,24 @@ def fit_segmentation(
         ``"balanced"`` (``n_labelled / (n_present_classes * n_class)``: the weighted mean over
         labelled pixels is 1; absent classes get 0), ``None`` (unweighted) or one weight per
         class.
+    chips_in_memory
+        Chips held in memory at once. It bounds memory, and sets the grouping of the draws
+        (so the exact model, not how it is trained).
 
     Returns
     -------
     SegmentationModel
-        In eval mode, on ``device``; ``.history`` holds ``step``, ``epoch`` and ``loss``.
+        In eval mode, on ``device``; ``.history`` holds ``step``, ``epoch`` and ``loss``;
+        ``.training_info`` how it was trained, chips included.
 
     Raises
     ------
     ValueError
-        On labels on another grid than the cube (both grids are named), label values outside
-        the classes, no labelled pixel, cube bands matching neither encoder (both are listed),
-        wrong units, a tile larger than the cube, and bad parameters.
+        On lists of unequal length, labels on another grid than their cube (both grids are
+        named), a chip smaller than a tile, label values outside the classes, no labelled
+        pixel, cube bands matching neither encoder (both are listed), wrong units, and bad
+        parameters. Errors about one chip name it (``chip 3 (USA_905409)``: its index, and
+        its ``attrs["chip"]`` when set).
 
     Examples
     --------
@@ -764,144 +1173,159 @@ def fit_segmentation(
     ...                     coords={"band": ["vv", "vh"], "y": np.arange(48), "x": np.arange(48)})
     >>> labels = xr.DataArray(water, dims=("y", "x"), coords={"y": cube.y, "x": cube.x})
     >>> seg = fit_segmentation(cube, labels, encoder=DualEncoder(width=8, seed=0),
-    ...                        classes=["dry", "water"], epochs=2, tile=32, batch_size=4,
+    ...                        classes=["dry", "water"], epochs=1, tile=32, batch_size=4,
     ...                        device="cpu", progress=False)
-    >>> seg.sensors, seg.classes, list(seg.history.columns)
-    (('s1',), ['dry', 'water'], ['step', 'epoch', 'loss'])
+    >>> seg.sensors, seg.classes, len(seg.history) == MIN_STEPS_PER_EPOCH
+    (('s1',), ['dry', 'water'], True)
+
+    Two chips on their own grids (here, the same scene shifted by 1 km):
+
+    >>> shifted = cube.assign_coords(x=cube.x + 1000)
+    >>> seg = fit_segmentation([cube, shifted], [labels, labels.assign_coords(x=shifted.x)],
+    ...                        encoder=DualEncoder(width=8, seed=0), classes=["dry", "water"],
+    ...                        epochs=1, tile=32, batch_size=4, device="cpu", progress=False)
+    >>> seg.training_info["chips"]
+    2
     """
-    for pname, value, low in (
-        ("epochs", epochs, 1),
-        ("batch_size", batch_size, 1),
-        ("seed", seed, 0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-            raise ValueError(f"{pname} must be an integer >= {low}, got {value!r}")
-    if isinstance(tile, bool) or not isinstance(tile, int | np.integer) or tile < 8:
-        raise ValueError(f"tile must be an integer of at least 8 pixels, got {tile!r}")
-    if not isinstance(max_nan_fraction, int | float) or not 0 <= max_nan_fraction < 1:
-        raise ValueError(f"max_nan_fraction must be in [0, 1), got {max_nan_fraction!r}")
-    for pname, fvalue in (("lr", lr), ("encoder_lr_scale", encoder_lr_scale)):
-        if not isinstance(fvalue, int | float) or not 0 < fvalue < math.inf:
-            raise ValueError(f"{pname} must be a positive number, got {fvalue!r}")
-    if tiles_per_epoch is not None and (
-        isinstance(tiles_per_epoch, bool)
-        or not isinstance(tiles_per_epoch, int)
-        or tiles_per_epoch < 1
-    ):
-        raise ValueError(f"tiles_per_epoch must be a positive integer, got {tiles_per_epoch!r}")
+    _check_fit_params(
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        tile=tile,
+        max_nan_fraction=max_nan_fraction,
+        lr=lr,
+        encoder_lr_scale=encoder_lr_scale,
+        tiles_per_epoch=tiles_per_epoch,
+        chips_in_memory=chips_in_memory,
+    )
     if encoder is None:
         encoder = DualEncoder.default()
     if not isinstance(encoder, DualEncoder):
         raise TypeError(f"encoder must be a DualEncoder, got {type(encoder).__name__}")
     tile = int(tile)
+    chips = _as_chips(cube, labels)
+    for chip in chips:  # cheap checks first: bands, units, grids, sizes, labels
+        ref = next(iter(_chip_sensors(chip, encoder, sensors, tile).values()))
+        _chip_labels(chip, ref)
+    enc = encoder
 
-    found = _select_sensors(_sensor_vars(cube), encoder, sensors)
-    names = tuple(found)
-    ref = found[names[0]]
-    for s in names[1:]:
-        if not _same_grid(found[s], ref) or found[s].sizes.get("time", 1) != ref.sizes.get(
-            "time", 1
-        ):
-            raise ValueError(
-                f"the cube's {s} and {names[0]} variables are not on one grid / time axis: "
-                f"{_describe_grid(found[s])} vs {_describe_grid(ref)}; pair them with ec.pair"
-            )
-    n_time = int(ref.sizes.get("time", 1))
-    height, width = int(ref.sizes["y"]), int(ref.sizes["x"])
-    if tile > min(height, width):
-        raise ValueError(
-            f"tile={tile} is larger than the cube ({height} x {width} pixels); use a tile of at "
-            f"most {min(height, width)}"
-        )
-    label_values = _label_array(labels, ref, n_time)
-    if classes is None:
-        top = int(label_values.max(initial=-1))
-        if top < 0:
-            raise ValueError(
-                "labels have no labelled pixel (all -1 / nodata); label some pixels with class "
-                "ids 0, 1, ..."
-            )
-        class_names = [f"class_{i}" for i in range(top + 1)]
-    else:
-        if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
-            raise ValueError(f"classes must be a non-empty list of names, got {classes!r}")
-        class_names = [str(c) for c in classes]
-    k = len(class_names)
-    bad = np.unique(label_values[(label_values < -1) | (label_values >= k)])
-    if bad.size:
-        raise ValueError(
-            f"labels contain values {bad.tolist()[:10]} outside the classes {class_names} "
-            f"(ids 0..{k - 1}, -1 for nodata); pass classes naming every label value"
-        )
+    def load(chip: _Chip) -> _Loaded:
+        return _load_chip(chip, enc, sensors, tile, float(max_nan_fraction))
 
-    arrays: dict[str, np.ndarray] = {}
-    for s in names:
-        c = found[s]
-        if "time" not in c.dims:
-            c = c.expand_dims("time")
-        arrays[s] = np.asarray(c.transpose("time", "band", "y", "x").values, dtype=np.float32)
-    target = label_values.copy()
-    for a in arrays.values():
-        target[~np.isfinite(a).all(axis=1)] = -1
-    valid = target >= 0
-    n_valid = int(valid.sum())
+    cache = _ChipCache(load, int(chips_in_memory))
+    class_names, counts, names = _survey(chips, cache, classes)
+    n_valid = sum(c.n_valid for c in chips)
     if n_valid == 0:
         raise ValueError(
             "no labelled pixel with valid input: every pixel is either -1 in labels or NaN in "
             "the cube; check that labels and cube cover the same area"
         )
-    counts = np.bincount(target[valid], minlength=k)[:k].astype(np.float64)
-    weights = _class_weights(class_weights, counts)
-
-    # tile positions with enough labelled, valid pixels (integral image per time)
-    integral = np.zeros((n_time, height + 1, width + 1), dtype=np.int64)
-    integral[:, 1:, 1:] = valid.cumsum(axis=1).cumsum(axis=2)
-    win = (
-        integral[:, tile:, tile:]
-        - integral[:, :-tile, tile:]
-        - integral[:, tile:, :-tile]
-        + integral[:, :-tile, :-tile]
-    )
-    ok = win >= max(1.0, (1 - max_nan_fraction) * tile * tile)
-    positions = np.argwhere(ok)
-    if positions.size == 0:
+    if not any(c.n_positions for c in chips):
         raise ValueError(
             f"no {tile} x {tile} tile has at least {1 - max_nan_fraction:.0%} labelled pixels with "
             f"valid input ({n_valid} such pixels in all); use a smaller tile or a larger "
             "max_nan_fraction"
         )
-    per_epoch = tiles_per_epoch or max(batch_size, math.ceil(2 * n_valid / tile**2))
+    unused = [c.where for c in chips if not c.n_positions]
+    if unused:
+        import warnings
 
+        warnings.warn(
+            f"{len(unused)} chip(s) have no usable {tile} x {tile} tile and are not trained on: "
+            f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}; use a smaller tile or "
+            "a larger max_nan_fraction to include them",
+            UserWarning,
+            stacklevel=2,
+        )
+    weights = _class_weights(class_weights, counts)
+    per_epoch = tiles_per_epoch or max(
+        MIN_STEPS_PER_EPOCH * batch_size, math.ceil(2 * n_valid / tile**2)
+    )
+    model, history = _train(
+        chips,
+        cache,
+        encoder,
+        class_names,
+        names,
+        weights,
+        tile=tile,
+        epochs=int(epochs),
+        per_epoch=int(per_epoch),
+        batch_size=int(batch_size),
+        chips_in_memory=int(chips_in_memory),
+        device=device,
+        lr=float(lr),
+        encoder_lr_scale=float(encoder_lr_scale),
+        weight_decay=float(weight_decay),
+        seed=int(seed),
+        freeze_encoder=bool(freeze_encoder),
+        decoder_width=decoder_width,
+        augment=bool(augment),
+        progress=bool(progress),
+    )
+    model.history = history
+    model.training_info = _json_safe(
+        {
+            "freeze_encoder": bool(freeze_encoder),
+            "epochs": int(epochs),
+            "tile": tile,
+            "batch_size": int(batch_size),
+            "lr": float(lr),
+            "encoder_lr_scale": float(encoder_lr_scale),
+            "weight_decay": float(weight_decay),
+            "seed": int(seed),
+            "tiles_per_epoch": int(per_epoch),
+            "steps_per_epoch": math.ceil(per_epoch / batch_size),
+            "augment": bool(augment),
+            "max_nan_fraction": float(max_nan_fraction),
+            "class_weights": None if weights is None else weights.tolist(),
+            "class_pixels": counts.tolist(),
+            "labelled_pixels": n_valid,
+            "chips": len(chips),
+            "chip_names": [c.name for c in chips],
+            "chips_in_memory": int(chips_in_memory),
+            "chip_reads": cache.loads,
+            "grid": chips[0].grid if len(chips) == 1 else [c.grid for c in chips],
+            "encoder_trained_on": encoder.trained_on,
+        }
+    )
+    return model
+
+
+def _train(
+    chips: list[_Chip],
+    cache: _ChipCache,
+    encoder: DualEncoder,
+    class_names: list[str],
+    names: tuple[str, ...],
+    weights: np.ndarray | None,
+    *,
+    tile: int,
+    epochs: int,
+    per_epoch: int,
+    batch_size: int,
+    chips_in_memory: int,
+    device: Any,
+    lr: float,
+    encoder_lr_scale: float,
+    weight_decay: float,
+    seed: int,
+    freeze_encoder: bool,
+    decoder_width: int,
+    augment: bool,
+    progress: bool,
+) -> tuple[SegmentationModel, pd.DataFrame]:
+    """The training loop of :func:`fit_segmentation`: the model and its log."""
     dev = resolve_device(device)
     tune_allocator()  # training allocates megabytes per layer and step
     model = SegmentationModel(
         encoder, class_names, sensors=names, tile=tile, decoder_width=decoder_width, seed=seed
     ).to(dev)
     model.freeze_encoder(freeze_encoder)
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    enc_decay: list[nn.Parameter] = []
-    enc_no_decay: list[nn.Parameter] = []
-    for pname, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        is_enc = pname.startswith("encoder.")
-        if p.ndim >= 2:
-            (enc_decay if is_enc else decay).append(p)
-        else:
-            (enc_no_decay if is_enc else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "scale": 1.0},
-        {"params": no_decay, "weight_decay": 0.0, "scale": 1.0},
-        {"params": enc_decay, "weight_decay": weight_decay, "scale": encoder_lr_scale},
-        {"params": enc_no_decay, "weight_decay": 0.0, "scale": encoder_lr_scale},
-    ]
-    groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=lr)
+    optimizer = _optimizer(model, lr, weight_decay, encoder_lr_scale)
     weight_t = (
         torch.tensor(weights, dtype=torch.float32, device=dev) if weights is not None else None
     )
-
     steps_per_epoch = math.ceil(per_epoch / batch_size)
     total = epochs * steps_per_epoch
     bar = None
@@ -915,34 +1339,16 @@ def fit_segmentation(
     try:
         for epoch in range(epochs):
             rng = np.random.default_rng([seed, epoch])
-            chosen = positions[rng.choice(len(positions), size=per_epoch, replace=True)]
+            plan = _plan_epoch(chips, per_epoch, chips_in_memory, rng)
             for b in range(steps_per_epoch):
-                sel = chosen[b * batch_size : (b + 1) * batch_size]
-                if len(sel) == 0:
-                    break
-                t_idx, y0, x0 = sel[:, 0], sel[:, 1], sel[:, 2]
-                yy = y0[:, None] + np.arange(tile)[None, :]
-                xx = x0[:, None] + np.arange(tile)[None, :]
-                lab = target[t_idx[:, None, None], yy[:, :, None], xx[:, None, :]]
-                tiles = {
-                    s: a[t_idx[:, None, None, None], np.arange(a.shape[1])[None, :, None, None],
-                         yy[:, None, :, None], xx[:, None, None, :]]
-                    for s, a in arrays.items()
-                }  # fmt: skip
-                if augment:
-                    rot = rng.integers(0, 4, size=len(sel))
-                    flip = rng.random(len(sel)) < 0.5
-                    for i in range(len(sel)):
-                        lab[i] = _augment(lab[i], rot[i], flip[i])
-                        for s in tiles:
-                            tiles[s][i] = _augment(tiles[s][i], rot[i], flip[i])
+                batch = plan[b * batch_size : (b + 1) * batch_size]
+                tiles, lab = _batch_tiles(batch, chips, cache, tile, augment, rng)
                 inputs = {s: model.normalize(s, tiles[s], device=dev) for s in names}
-                y = torch.from_numpy(np.ascontiguousarray(lab)).to(dev)
+                y = torch.from_numpy(lab).to(dev)
                 lr_now = lr * 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
                 for g in optimizer.param_groups:
                     g["lr"] = lr_now * g["scale"]
-                logits = model(inputs)
-                loss = F.cross_entropy(logits, y, weight=weight_t, ignore_index=-1)
+                loss = F.cross_entropy(model(inputs), y, weight=weight_t, ignore_index=-1)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -958,30 +1364,8 @@ def fit_segmentation(
         if bar is not None:
             bar.close()
     model.eval()
-    model.history = pd.DataFrame(rows).astype(
-        {"step": "int64", "epoch": "int64", "loss": "float64"}
-    )
-    model.training_info = _json_safe(
-        {
-            "freeze_encoder": bool(freeze_encoder),
-            "epochs": int(epochs),
-            "tile": tile,
-            "batch_size": int(batch_size),
-            "lr": float(lr),
-            "encoder_lr_scale": float(encoder_lr_scale),
-            "weight_decay": float(weight_decay),
-            "seed": int(seed),
-            "tiles_per_epoch": int(per_epoch),
-            "augment": bool(augment),
-            "max_nan_fraction": float(max_nan_fraction),
-            "class_weights": None if weights is None else weights.tolist(),
-            "class_pixels": counts.tolist(),
-            "labelled_pixels": n_valid,
-            "grid": {"height": height, "width": width, "times": n_time},
-            "encoder_trained_on": encoder.trained_on,
-        }
-    )
-    return model
+    history = pd.DataFrame(rows).astype({"step": "int64", "epoch": "int64", "loss": "float64"})
+    return model, history
 
 
 def _augment(a: np.ndarray, rot: int, flip: bool) -> np.ndarray:

@@ -234,9 +234,8 @@ def test_flood_experiment_sen1floods11(shared_data: Path) -> None:
         shared_data / "sen1floods11_spain",
         encoder=DualEncoder(width=8, seed=0),
         settings=["s1"],
-        epochs=2,
+        epochs=1,  # one epoch: MIN_STEPS_PER_EPOCH updates
         tile=32,
-        tiles_per_epoch=64,
         batch_size=16,
         device="cpu",
     )

@@ -33,7 +33,7 @@ from eo_contrast.models.dual import (
     DualEncoder,
 )
 from eo_contrast.models.encoders import ResNetEncoder
-from eo_contrast.models.heads import ProjectionHead, SegmentationHead
+from eo_contrast.models.heads import ProjectionHead, SegmentationHead, UNetHead
 from eo_contrast.models.losses import info_nce, nt_xent
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "ResNetEncoder",
     "SegmentationHead",
     "SimCLRAugment",
+    "UNetHead",
     "info_nce",
     "nt_xent",
     "read_checkpoint",
