@@ -142,7 +142,7 @@ def load_data(cfg: Config) -> Data:
             f"pairs{' x 8 flips/rotations' if cfg.dihedral else ''} + "
             f"{pairs.sizes['pair'] - n_ben} synthetic patch pairs (seeds {cfg.synthetic_seeds})"
         )
-    flood = ec.read_sen1floods11(data_dir / "sen1floods11_spain")
+    flood = ec.read_sen1floods11(data_dir / "sen1floods11_spain", "Spain_7370579")
     lulc = ec.datasets.read_eolearn_slovenia(data_dir / "eolearn_slovenia")
     ben = ec.read_bigearthnet(ben_root)
     return Data(pairs, description, flood, lulc, ben, ben_root)
@@ -737,7 +737,7 @@ def _fractions(text: str) -> list[float]:
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, Path]:
     """Command-line options -> (Config, output folder)."""
-    from eo_contrast.pipelines.default_weights import shared_data_dir
+    from eo_contrast.datasets.shared_data import shared_data_dir
 
     p = argparse.ArgumentParser(
         prog="python benchmarks/paper_comparison.py",

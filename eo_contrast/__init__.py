@@ -35,9 +35,11 @@ from eo_contrast.datasets import (
 )
 from eo_contrast.inference import embed, segment
 from eo_contrast.pairing import pair
+from eo_contrast.readguard import ChunkReadError, guard_reads
 from eo_contrast.stac import AssetReadError, BandNotFoundError, load_stac
 from eo_contrast.store import to_zarr
 from eo_contrast.training import pretrain, retrieval_accuracy
+from eo_contrast.units import UnitsError, check_values
 
 _LAZY = {
     "DualEncoder": "eo_contrast.models",
@@ -56,6 +58,11 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'eo_contrast' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The module's names, the lazily imported ones included (for tab completion)."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 try:
     __version__ = version("eo-contrast")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
@@ -66,16 +73,20 @@ __all__ = [
     "S2_BANDS",
     "AssetReadError",
     "BandNotFoundError",
+    "ChunkReadError",
     "DualEncoder",
     "SegmentationModel",
+    "UnitsError",
     "__version__",
     "as_cube",
     "band_units",
     "build_corpus",
     "canonical_band_name",
+    "check_values",
     "db_to_linear",
     "embed",
     "fit_segmentation",
+    "guard_reads",
     "linear_to_db",
     "load_stac",
     "open_corpus",

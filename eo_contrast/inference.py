@@ -34,14 +34,17 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import tokenize
 
 from eo_contrast.cube import as_cube, band_units, canonical_band_names
+from eo_contrast.readguard import guard_reads
 from eo_contrast.runtime import tune_allocator
+from eo_contrast.units import block_location, check_values
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -507,6 +510,8 @@ def _embed_block(
     dim: int,
     out_dtype: str,
     has_time: bool,
+    cube_name: str = "cube",
+    block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     import torch
     import torch.nn.functional as F
@@ -535,6 +540,21 @@ def _embed_block(
     else:
         out = np.full((n, dim, tile, tile), np.nan, dtype=np.float32)
     if valid.any():
+        # the values must fit the encoder's units (cheap: a strided sample of the chunk's core)
+        loaded = _get_model(ref)[0]
+        unit = getattr(loaded, "units", {}).get(sensor)
+        if unit is not None:
+            dims = ("time", "band", "y", "x") if has_time else ("band", "y", "x")
+            names = list(getattr(loaded, "bands", {}).get(sensor, ()))
+            check_values(
+                arr[:, :, halo : halo + core_y, halo : halo + core_x],
+                sensor,
+                dict.fromkeys(names, unit) if len(names) == arr.shape[1] else unit,
+                name=cube_name,
+                where=block_location(
+                    block_info, dims, depth={len(dims) - 2: halo, len(dims) - 1: halo}
+                ),
+            )
         todo = tiles[valid] if not valid.all() else tiles
 
         def run(model: Any, x: np.ndarray, dev: Any) -> Any:
@@ -575,114 +595,17 @@ def _embed_block(
 # ----------------------------------------------------------------------------- embed
 
 
-def embed(
-    cube: xr.DataArray | xr.Dataset,
-    model: Any = None,
-    *,
-    level: str = "tile",
-    tile: int = 64,
-    overlap: int = 0,
-    batch_size: int = 64,
-    device: str = "auto",
-    dtype: str = "float32",
-) -> xr.DataArray:
-    """Embed a cube lazily with one of a model's encoders, chunk by chunk.
+#: ``(model, bands, units, feature_dim, probe)``, as :func:`_resolve_model` gives them.
+_Resolved = tuple[Any, dict[str, list[str]], dict[str, str], int, Any]
 
-    The encoder is the one whose band names (``model.bands[sensor]``) are all in the cube;
-    the cube's bands are selected and reordered by name to the encoder's order, and their units
-    (:func:`eo_contrast.band_units`) must equal ``model.units[sensor]``.
 
-    Parameters
-    ----------
-    cube
-        Single-sensor cube ``(time, band, y, x)`` (time optional), physical units, NaN nodata;
-        a Dataset with one variable per band is converted with :func:`eo_contrast.as_cube`.
-        NumPy-backed cubes are wrapped as one Dask chunk.
-    model
-        A :class:`~eo_contrast.DualEncoder`, the path of a checkpoint written by
-        ``DualEncoder.save``, or ``None`` for :meth:`DualEncoder.default`.
-    level
-        ``"tile"``: one vector per ``tile`` x ``tile`` window (the encoder's pooled output,
-        ``model.feature_dim`` values, before the projection head), on a coarser grid whose pixel
-        ``(i, j)`` is tile ``(i, j)``: coordinates at tile centres, transform = the input's scaled
-        by ``tile``. Pixels beyond the last whole tile (bottom and right strips narrower than a
-        tile) are not embedded.
-        ``"pixel"``: dense features on the input grid: the encoder pyramid levels
-        :data:`PIXEL_LEVELS` of each tile, upsampled bilinearly to the tile and concatenated
-        (``feature_channels[1] + feature_channels[2]`` values); NaN where every band is NaN.
-    tile
-        Tile size in pixels. Spatial chunks are rechunked, when needed, so that chunk boundaries
-        fall on multiples of ``tile`` (regular chunks of the first chunk's size rounded to the
-        nearest multiple).
-    overlap
-        Context in pixels added on each side of every tile (a Dask halo between chunks, NaN
-        beyond the cube's edge); ``0 <= overlap <= tile``. Tiles stay on the same ``tile`` grid;
-        with ``level="pixel"`` only each tile's centre ``tile`` x ``tile`` is kept.
-    batch_size
-        Tiles per forward pass; all tiles of a chunk are batched together.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ... (resolved where the chunk is computed). With
-        ``"auto"`` or ``"cuda..."`` on a Dask cluster whose workers declare a ``GPU`` resource,
-        each model task requests ``resources={"GPU": 1}``.
-    dtype
-        ``"float32"`` or ``"float16"``.
+def _resolve_model(model: Any, level: str) -> _Resolved:
+    """``(model, bands, units, feature_dim, probe)`` of a DualEncoder, a checkpoint path or None.
 
-    Returns
-    -------
-    xarray.DataArray
-        Lazy, dims ``(time, feature, y, x)`` (no ``time`` when the cube has none), coordinate
-        ``feature`` = ``0..D-1``, CRS of the cube in ``spatial_ref``. One output chunk per input
-        chunk.
-
-    Notes
-    -----
-    NaN handling: a tile whose pixels are all NaN gives a NaN vector (and is not computed); in a
-    partly-NaN tile NaN pixels are normalised to the band mean (:meth:`DualEncoder.normalize`).
-    An all-NaN chunk gives NaN output.
-
-    Raises
-    ------
-    ValueError
-        For a bad ``level``, ``tile``, ``overlap``, ``batch_size`` or ``dtype``, a tile larger
-        than the cube, bands matching neither encoder (both are listed), or wrong units.
-
-    Examples
-    --------
-    >>> import numpy as np, xarray as xr
-    >>> from eo_contrast.models import DualEncoder
-    >>> model = DualEncoder({"s1": ["vv", "vh"]}, width=8, seed=0)
-    >>> cube = xr.DataArray(
-    ...     np.full((2, 32, 48), -15.0, dtype="float32"), dims=("band", "y", "x"),
-    ...     coords={"band": ["vh", "vv"], "y": 100.0 - 10 * np.arange(32), "x": 10.0 * np.arange(48)},
-    ... ).rio.write_crs("EPSG:32630")
-    >>> emb = embed(cube, model, tile=16, device="cpu")
-    >>> emb.dims, emb.shape, emb.x.values.tolist()
-    (('feature', 'y', 'x'), (64, 2, 3), [75.0, 235.0, 395.0])
-    >>> tuple(emb.rio.transform())[:6], emb.rio.crs.to_epsg()
-    ((160.0, 0.0, -5.0, 0.0, -160.0, 105.0), 32630)
-    >>> bool(np.isfinite(emb.compute()).all())
-    True
+    ``probe`` is a :class:`DualEncoder` to read the encoders' pyramid channels from (``None``
+    for a checkpoint path at ``level="tile"``, whose metadata records its feature size).
     """
     from eo_contrast.models import DualEncoder
-
-    if level not in _LEVELS:
-        raise ValueError(f"level={level!r} is not one of {list(_LEVELS)}")
-    tile = _positive_int("tile", tile)
-    batch_size = _positive_int("batch_size", batch_size)
-    if isinstance(overlap, bool) or not isinstance(overlap, int | np.integer) or overlap < 0:
-        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}")
-    overlap = int(overlap)
-    if overlap > tile:
-        raise ValueError(f"overlap={overlap} must not exceed tile={tile}")
-    if str(dtype) not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not one of {list(_DTYPES)}")
-    device = _check_device(device)
-    da_cube = as_cube(cube)
-    ny, nx = da_cube.sizes["y"], da_cube.sizes["x"]
-    if tile > ny or tile > nx:
-        raise ValueError(
-            f"tile={tile} is larger than the cube ({ny} x {nx} pixels); use a smaller tile"
-        )
 
     if model is None:
         from eo_contrast.models.dual import DEFAULT_WEIGHTS
@@ -706,8 +629,38 @@ def embed(
         raise TypeError(
             f"model must be a DualEncoder, a checkpoint path or None, not {type(model).__name__}"
         )
-    sensor = _match_encoder(da_cube, bands, "cube")
-    sel = _select_bands(da_cube, "band", sensor, bands[sensor], units[sensor], "cube")
+    return model, bands, units, feature_dim, probe
+
+
+def _check_tile_fits(cube: xr.DataArray | xr.Dataset, tile: int) -> None:
+    ny, nx = cube.sizes["y"], cube.sizes["x"]
+    if tile > ny or tile > nx:
+        raise ValueError(
+            f"tile={tile} is larger than the cube ({ny} x {nx} pixels); use a smaller tile"
+        )
+
+
+def _embed_cube(
+    da_cube: xr.DataArray,
+    resolved: _Resolved,
+    *,
+    sensor: str | None,
+    name: str,
+    level: str,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    device: str,
+    dtype: str,
+) -> xr.DataArray:
+    """:func:`embed` of a canonical cube, arguments checked; ``sensor=None`` matches by bands."""
+    from eo_contrast.models import DualEncoder
+
+    model, bands, units, feature_dim, probe = resolved
+    da_cube = guard_reads(da_cube)  # a chunk that cannot be read names its store and chunk
+    ny, nx = da_cube.sizes["y"], da_cube.sizes["x"]
+    sensor = _match_encoder(da_cube, bands if sensor is None else {sensor: bands[sensor]}, name)
+    sel = _select_bands(da_cube, "band", sensor, bands[sensor], units[sensor], name)
     if level == "pixel":
         assert probe is not None
         chans = probe.encoder(sensor).feature_channels
@@ -752,9 +705,12 @@ def embed(
             dim=dim,
             out_dtype=str(dtype),
             has_time=has_time,
+            cube_name=name,
             chunks=out_chunks,
             dtype=np.dtype(str(dtype)),
-            name=f"embed-{level}-{ref.sha256[:12]}",
+            # the key names the model and the input: two embeddings in one graph never collide
+            name=f"embed-{level}-{ref.sha256[:12]}-"
+            + tokenize(data.name, ref, sensor, level, tile, overlap, batch_size, dim, str(dtype)),
             meta=np.empty((0,) * len(out_chunks), dtype=str(dtype)),
         )
     coords: dict[Hashable, Any] = {"feature": np.arange(dim)}
@@ -776,6 +732,299 @@ def embed(
         {"sensor": sensor, "level": level, "tile": tile, "overlap": overlap, "model": ref.sha256}
     )
     return _finish(result, da_cube, transform)
+
+
+#: Variables of a pairs Dataset (:func:`eo_contrast.pair`) that :func:`embed` embeds.
+PAIR_SENSORS: tuple[str, ...] = ("s1", "s2")
+_LEAD_DIMS = ("pair", "time")
+
+
+def _is_pairs(obj: Any) -> bool:
+    """Whether ``obj`` is a pairs Dataset: variable ``"s1"`` and/or ``"s2"``, not band variables."""
+    return isinstance(obj, xr.Dataset) and any(s in obj.data_vars for s in PAIR_SENSORS)
+
+
+def _pair_var_cube(pairs: xr.Dataset, sensor: str) -> tuple[xr.DataArray, str | None]:
+    """``pairs[sensor]`` as a canonical cube ``(time, band, y, x)``, and its leading dim's name.
+
+    The band dim (``s1_band``, or any one dim besides the leading one and ``y``/``x``) becomes
+    ``band`` and the coordinate along it whose name ends in ``units`` becomes ``units``; a
+    leading ``pair`` dim becomes ``time``. Only the index coordinates, ``units`` and
+    ``spatial_ref`` are kept: the leading dim's other coordinates are put back on the result.
+    """
+    var = pairs[sensor]
+    name = f"pairs[{sensor!r}]"
+    rest = [d for d in var.dims if d not in _SPATIAL]
+    lead = [d for d in rest if d in _LEAD_DIMS]
+    band = [d for d in rest if d not in _LEAD_DIMS]
+    if len(band) != 1 or len(lead) > 1 or any(d not in var.dims for d in _SPATIAL):
+        raise ValueError(
+            f"{name} has dims {tuple(var.dims)}; expected (pair, {sensor}_band, y, x) as "
+            "ec.pair makes (the pair dim optional, or named time)"
+        )
+    bd = str(band[0])
+    units = [
+        c for c, coord in var.coords.items() if coord.dims == (bd,) and str(c).endswith("units")
+    ]
+    keep = {*var.dims, "spatial_ref", *units[:1]}
+    cube = var.drop_vars([c for c in var.coords if c not in keep])
+    renames: dict[Hashable, Hashable] = {bd: "band"}
+    if units and units[0] != "units":
+        renames[units[0]] = "units"
+    cube = cube.rename(renames)
+    lead_dim = str(lead[0]) if lead else None
+    if lead_dim == "pair":
+        cube = cube.rename({"pair": "time"})
+    if cube.rio.crs is None and pairs.rio.crs is not None:
+        cube = cube.rio.write_crs(pairs.rio.crs)
+    cube = as_cube(cube, name=name)
+    return cube, lead_dim
+
+
+def _embed_pairs(
+    pairs: xr.Dataset,
+    model: Any,
+    *,
+    level: str,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    device: str,
+    dtype: str,
+) -> xr.Dataset:
+    """:func:`embed` of a pairs Dataset: each sensor's variable by that sensor's encoder."""
+    present = [s for s in PAIR_SENSORS if s in pairs.data_vars]
+    cubes = {s: _pair_var_cube(pairs, s) for s in present}
+    for cube, _ in cubes.values():
+        _check_tile_fits(cube, tile)
+    resolved = _resolve_model(model, level)
+    bands = resolved[1]
+    usable = [s for s in present if s in bands]
+    for s in present:
+        if s not in bands:
+            hint = f"select the variables it can embed (pairs[{usable!r}]), or " if usable else ""
+            raise ValueError(
+                f"the Dataset has variable {s!r} but the model has no {s} encoder (its sensors: "
+                f"{sorted(bands)}); {hint}use a model with a {s} encoder"
+            )
+    out: dict[str, xr.DataArray] = {}
+    for s, (cube, lead_dim) in cubes.items():
+        emb = _embed_cube(
+            cube,
+            resolved,
+            sensor=s,
+            name=f"pairs[{s!r}]",
+            level=level,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+        )
+        var = pairs[s]
+        if lead_dim == "pair":
+            emb = emb.rename({"time": "pair"})
+            if "pair" not in var.coords:
+                emb = emb.drop_vars("pair")
+        # the pair coordinates (s1_time, s2_time, dt), along the leading dim or scalar
+        along = () if lead_dim is None else (lead_dim,)
+        emb = emb.assign_coords(
+            {
+                c: coord
+                for c, coord in var.coords.items()
+                if c != "spatial_ref" and (coord.dims == along or coord.dims == ())
+            }
+        )
+        out[s] = emb.rename(s)
+    sizes = {emb.sizes["feature"] for emb in out.values()}
+    if len(sizes) > 1:
+        out = {s: emb.rename({"feature": f"{s}_feature"}) for s, emb in out.items()}
+    first = next(iter(out.values()))
+    attrs = {k: first.attrs[k] for k in ("level", "tile", "overlap", "model")}
+    return xr.Dataset(out, attrs=attrs)
+
+
+@overload
+def embed(
+    cube: xr.DataArray,
+    model: Any = ...,
+    *,
+    level: str = ...,
+    tile: int = ...,
+    overlap: int = ...,
+    batch_size: int = ...,
+    device: str = ...,
+    dtype: str = ...,
+) -> xr.DataArray: ...
+
+
+@overload
+def embed(
+    cube: xr.Dataset,
+    model: Any = ...,
+    *,
+    level: str = ...,
+    tile: int = ...,
+    overlap: int = ...,
+    batch_size: int = ...,
+    device: str = ...,
+    dtype: str = ...,
+) -> xr.DataArray | xr.Dataset: ...
+
+
+def embed(
+    cube: xr.DataArray | xr.Dataset,
+    model: Any = None,
+    *,
+    level: str = "tile",
+    tile: int = 64,
+    overlap: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    dtype: str = "float32",
+) -> xr.DataArray | xr.Dataset:
+    """Embed a cube lazily with one of a model's encoders, chunk by chunk.
+
+    The encoder is the one whose band names (``model.bands[sensor]``) are all in the cube;
+    the cube's bands are selected and reordered by name to the encoder's order, and their units
+    (:func:`eo_contrast.band_units`) must equal ``model.units[sensor]``. A pairs Dataset is
+    embedded variable by variable, ``"s1"`` by the S1 encoder and ``"s2"`` by the S2 encoder.
+
+    Parameters
+    ----------
+    cube
+        One of three forms:
+
+        * a single-sensor cube ``(time, band, y, x)`` (time optional), physical units, NaN
+          nodata; NumPy-backed cubes are wrapped as one Dask chunk;
+        * a Dataset with one variable per band (odc-stac's form, e.g. ``vv``/``vh`` or
+          ``B04``/``B08``), converted with :func:`eo_contrast.as_cube`: the result is the same
+          as for its ``to_array("band")``;
+        * a pairs Dataset as :func:`eo_contrast.pair` makes: variables ``"s1"`` and/or
+          ``"s2"`` ``(pair, s1_band|s2_band, y, x)`` on one grid (the leading dim may be absent
+          or named ``time``; units from a coordinate along the band dim whose name ends in
+          ``units``). Other variables are not embedded.
+    model
+        A :class:`~eo_contrast.DualEncoder`, the path of a checkpoint written by
+        ``DualEncoder.save``, or ``None`` for :meth:`DualEncoder.default`. For a pairs Dataset
+        it needs an encoder for each of the sensors present.
+    level
+        ``"tile"``: one vector per ``tile`` x ``tile`` window (the encoder's pooled output,
+        ``model.feature_dim`` values, before the projection head), on a coarser grid whose pixel
+        ``(i, j)`` is tile ``(i, j)``: coordinates at tile centres, transform = the input's scaled
+        by ``tile``. Pixels beyond the last whole tile (bottom and right strips narrower than a
+        tile) are not embedded.
+        ``"pixel"``: dense features on the input grid: the encoder pyramid levels
+        :data:`PIXEL_LEVELS` of each tile, upsampled bilinearly to the tile and concatenated
+        (``feature_channels[1] + feature_channels[2]`` values); NaN where every band is NaN.
+    tile
+        Tile size in pixels. Spatial chunks are rechunked, when needed, so that chunk boundaries
+        fall on multiples of ``tile`` (regular chunks of the first chunk's size rounded to the
+        nearest multiple).
+    overlap
+        Context in pixels added on each side of every tile (a Dask halo between chunks, NaN
+        beyond the cube's edge); ``0 <= overlap <= tile``. Tiles stay on the same ``tile`` grid;
+        with ``level="pixel"`` only each tile's centre ``tile`` x ``tile`` is kept.
+    batch_size
+        Tiles per forward pass; all tiles of a chunk are batched together.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ... (resolved where the chunk is computed). With
+        ``"auto"`` or ``"cuda..."`` on a Dask cluster whose workers declare a ``GPU`` resource,
+        each model task requests ``resources={"GPU": 1}``.
+    dtype
+        ``"float32"`` or ``"float16"``.
+
+    Returns
+    -------
+    xarray.DataArray or xarray.Dataset
+        For a cube or a Dataset of bands: a lazy DataArray, dims ``(time, feature, y, x)`` (no
+        ``time`` when the cube has none), coordinate ``feature`` = ``0..D-1``, CRS of the cube
+        in ``spatial_ref``. One output chunk per input chunk.
+
+        For a pairs Dataset: a lazy Dataset with the variables ``"s1"`` and/or ``"s2"`` of the
+        input, each ``(pair, feature, y, x)`` and equal to :func:`embed` of that variable as a
+        cube; both on one grid (the tile grid, or the input grid at ``level="pixel"``), with
+        the coordinates along ``pair`` (``s1_time``, ``s2_time``, ``dt``) and the CRS of the
+        input. The feature dim is ``feature`` when both variables have the same number of
+        features; otherwise (encoders of different widths) ``s1_feature`` and
+        ``s2_feature``. Attributes ``level``, ``tile``, ``overlap`` and ``model``.
+
+    Notes
+    -----
+    NaN handling: a tile whose pixels are all NaN gives a NaN vector (and is not computed); in a
+    partly-NaN tile NaN pixels are normalised to the band mean (:meth:`DualEncoder.normalize`).
+    An all-NaN chunk gives NaN output.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``level``, ``tile``, ``overlap``, ``batch_size`` or ``dtype``, a tile larger
+        than the cube, bands matching neither encoder (both are listed), wrong units, or a
+        pairs variable whose sensor the model has no encoder for (the model's sensors are
+        listed).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, xarray as xr
+    >>> from eo_contrast.models import DualEncoder
+    >>> model = DualEncoder({"s1": ["vv", "vh"]}, width=8, seed=0)
+    >>> cube = xr.DataArray(
+    ...     np.full((2, 32, 48), -15.0, dtype="float32"), dims=("band", "y", "x"),
+    ...     coords={"band": ["vh", "vv"], "y": 100.0 - 10 * np.arange(32), "x": 10.0 * np.arange(48)},
+    ... ).rio.write_crs("EPSG:32630")
+    >>> emb = embed(cube, model, tile=16, device="cpu")
+    >>> emb.dims, emb.shape, emb.x.values.tolist()
+    (('feature', 'y', 'x'), (64, 2, 3), [75.0, 235.0, 395.0])
+    >>> tuple(emb.rio.transform())[:6], emb.rio.crs.to_epsg()
+    ((160.0, 0.0, -5.0, 0.0, -160.0, 105.0), 32630)
+    >>> bool(np.isfinite(emb.compute()).all())
+    True
+
+    A pairs Dataset gives one variable per sensor, each from its own encoder:
+
+    >>> import eo_contrast as ec
+    >>> both = DualEncoder({"s1": ["vv", "vh"], "s2": ["B04", "B08"]}, width=8, seed=0)
+    >>> def sensor_cube(bands, value):
+    ...     data = np.full((2, len(bands), 32, 32), value, "float32")
+    ...     return xr.DataArray(data, dims=("time", "band", "y", "x"), coords={
+    ...         "time": pd.to_datetime(["2020-01-01", "2020-01-11"]), "band": bands,
+    ...         "y": 315.0 - 10 * np.arange(32), "x": 5.0 + 10 * np.arange(32)},
+    ...     ).rio.write_crs("EPSG:32631")
+    >>> pairs = ec.pair(sensor_cube(["vv", "vh"], -12.0), sensor_cube(["B04", "B08"], 0.2))
+    >>> out = embed(pairs, both, tile=16, device="cpu")
+    >>> list(out.data_vars), out.s1.dims, out.s2.shape
+    (['s1', 's2'], ('pair', 'feature', 'y', 'x'), (2, 64, 2, 2))
+    >>> sorted(c for c in out.coords if c not in out.dims)
+    ['dt', 's1_time', 's2_time', 'spatial_ref']
+    >>> embed(pairs[["s2"]], both, level="pixel", tile=16, device="cpu").s2.shape
+    (2, 24, 32, 32)
+    """
+    if level not in _LEVELS:
+        raise ValueError(f"level={level!r} is not one of {list(_LEVELS)}")
+    tile = _positive_int("tile", tile)
+    batch_size = _positive_int("batch_size", batch_size)
+    if isinstance(overlap, bool) or not isinstance(overlap, int | np.integer) or overlap < 0:
+        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}")
+    overlap = int(overlap)
+    if overlap > tile:
+        raise ValueError(f"overlap={overlap} must not exceed tile={tile}")
+    if str(dtype) not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {list(_DTYPES)}")
+    device = _check_device(device)
+    options: dict[str, Any] = {
+        "level": level,
+        "tile": tile,
+        "overlap": overlap,
+        "batch_size": batch_size,
+        "device": device,
+        "dtype": dtype,
+    }
+    if _is_pairs(cube):
+        assert isinstance(cube, xr.Dataset)
+        return _embed_pairs(cube, model, **options)
+    da_cube = as_cube(cube)
+    _check_tile_fits(da_cube, tile)
+    return _embed_cube(da_cube, _resolve_model(model, level), sensor=None, name="cube", **options)
 
 
 # ----------------------------------------------------------------------------- segment
@@ -802,6 +1051,7 @@ def _segment_block(
     probabilities: bool,
     batch_size: int,
     has_lead: bool,
+    dims: tuple[str, ...] = (),
     block_info: dict[Any, Any] | None = None,
 ) -> np.ndarray:
     import torch
@@ -826,6 +1076,29 @@ def _segment_block(
     acc = np.zeros(canvas, dtype=np.float32)
     wsum = np.zeros(canvas[-2:], dtype=np.float32)
     if not nodata.all():
+        # the values must fit the model's units (cheap: a strided sample of the chunk's core)
+        loaded = _get_model(ref)[0]
+        model_units = getattr(loaded, "units", {})
+        model_bands = getattr(loaded, "bands", {})
+        depth = {len(dims) - 2: halo, len(dims) - 1: halo}
+        start = 0
+        for sensor, n in splits:
+            if sensor in model_units:
+                names = list(model_bands.get(sensor, ()))
+                unit = model_units[sensor]
+                # this sensor's bands are 0..n of its own variable
+                info = {0: dict(block_info[0])}
+                ranges = list(info[0]["array-location"])
+                ranges[len(dims) - 3] = (0, n)
+                info[0]["array-location"] = ranges
+                check_values(
+                    inner[:, start : start + n],
+                    sensor,
+                    dict.fromkeys(names, unit) if len(names) == n else unit,
+                    name="cube" if len(splits) == 1 else f"cube[{sensor!r}]",
+                    where=block_location(info, dims, depth=depth),
+                )
+            start += n
         w = tile
         view = np.lib.stride_tricks.sliding_window_view(arr, (w, w), axis=(2, 3))
         tiles = view[:, :, oy[0] :: stride, ox[0] :: stride][:, :, : len(oy), : len(ox)]
@@ -972,6 +1245,13 @@ def segment(
     ValueError
         For bands the model cannot use, wrong units, a tile larger than the cube, or a bad
         ``tile``/``overlap``/``batch_size``.
+    eo_contrast.UnitsError
+        (a ``ValueError``, when a chunk is computed) When the values of a chunk plainly
+        contradict the units (linear S1 backscatter, S2 digital numbers); the message names the
+        chunk and the fix (see :func:`eo_contrast.check_values`).
+    eo_contrast.ChunkReadError
+        (an ``OSError``, when a chunk is computed) When a stored chunk of ``cube`` cannot be
+        read or decoded: it names the store and the chunk (see :func:`eo_contrast.guard_reads`).
     """
     if not all(hasattr(seg, a) for a in ("sensors", "bands", "units", "classes", "normalize")):
         raise TypeError(
@@ -988,6 +1268,8 @@ def segment(
     device = _check_device(device)
     if not isinstance(probabilities, bool):
         raise TypeError(f"probabilities must be True or False, got {probabilities!r}")
+    if isinstance(cube, xr.DataArray | xr.Dataset):
+        cube = guard_reads(cube)  # a damaged stored chunk is named in the error
     arrays, template = _segment_inputs(cube, seg)
     ny, nx = template.sizes["y"], template.sizes["x"]
     if tile > ny or tile > nx:
@@ -1032,7 +1314,9 @@ def segment(
         "probabilities": probabilities,
         "batch_size": batch_size,
         "has_lead": bool(lead),
+        "dims": (*map(str, lead), "band", "y", "x"),
     }
+    token = tokenize(ext.name, probabilities, *kw.items())
     with _annotated(device):
         if probabilities:
             out = da.map_blocks(
@@ -1040,7 +1324,7 @@ def segment(
                 ext,
                 chunks=(*lead_chunks, (k,), *out_space),
                 dtype=np.float32,
-                name=f"segment-prob-{ref.sha256[:12]}",
+                name=f"segment-prob-{ref.sha256[:12]}-{token}",
                 meta=np.empty((0,) * (len(lead) + 3), dtype=np.float32),
                 **kw,
             )
@@ -1052,7 +1336,7 @@ def segment(
                 chunks=(*lead_chunks, *out_space),
                 drop_axis=len(lead),
                 dtype=np.int16,
-                name=f"segment-{ref.sha256[:12]}",
+                name=f"segment-{ref.sha256[:12]}-{token}",
                 meta=np.empty((0,) * (len(lead) + 2), dtype=np.int16),
                 **kw,
             )

@@ -1,8 +1,8 @@
 """Scores of segmentation and multi-label classification, in plain NumPy.
 
-* :func:`water_iou`, :func:`iou_per_class`, :func:`miou`, :func:`overall_accuracy`: per-pixel
-  class maps against a label map where values below 0 (-1) mark unlabelled pixels, which are
-  left out. A prediction of -1 (nodata) on a labelled pixel is a miss.
+* :func:`water_iou`, :func:`water_counts`, :func:`iou_per_class`, :func:`miou`,
+  :func:`overall_accuracy`: per-pixel class maps against a label map where values below 0 (-1)
+  mark unlabelled pixels, which are left out. A prediction of -1 (nodata) on a labelled pixel is a miss.
 * :func:`average_precision`, :func:`mean_average_precision`: ranking quality of scores against
   binary multi-label targets (the BigEarthNet metric), with the same step-wise definition as
   scikit-learn's ``average_precision_score``.
@@ -29,6 +29,7 @@ __all__ = [
     "mean_average_precision",
     "miou",
     "overall_accuracy",
+    "water_counts",
     "water_iou",
 ]
 
@@ -58,14 +59,30 @@ def water_iou(pred: np.ndarray, label: np.ndarray, water: int = 1) -> float:
     >>> round(water_iou(pred, label), 3)  # 1 shared of 3 in the union (the -1 pixel is ignored)
     0.333
     """
+    inter, union = water_counts(pred, label, water)
+    return inter / union if union else float("nan")
+
+
+def water_counts(pred: np.ndarray, label: np.ndarray, water: int = 1) -> tuple[int, int]:
+    """Intersection and union pixel counts of the ``water`` class, over the labelled pixels.
+
+    Summed over many chips, they give the aggregated water IoU (``sum(I) / sum(U)``), which
+    weights each chip by its water and false alarms instead of averaging per-chip ratios (a chip
+    without water has an IoU of 0 or none, but its false alarms still count).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> water_counts(np.array([[1, 0, 1, 1]]), np.array([[1, 1, 0, -1]]))
+    (1, 3)
+    """
     pred = np.asarray(pred)
     label = np.asarray(label)
     if pred.shape != label.shape:
         raise ValueError(f"pred {pred.shape} and label {label.shape} must have the same shape")
     m = label >= 0
     p, t = pred[m] == water, label[m] == water
-    union = np.logical_or(p, t).sum()
-    return float(np.logical_and(p, t).sum() / union) if union else float("nan")
+    return int(np.logical_and(p, t).sum()), int(np.logical_or(p, t).sum())
 
 
 def iou_per_class(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:

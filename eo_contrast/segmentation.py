@@ -42,6 +42,7 @@ from eo_contrast.models.dual import FORMAT as ENCODER_FORMAT
 from eo_contrast.models.dual import DualEncoder
 from eo_contrast.models.heads import SegmentationHead, UNetHead
 from eo_contrast.runtime import tune_allocator
+from eo_contrast.units import check_values
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SegmentationModel", "fit_segmentation"]
 
@@ -326,22 +327,22 @@ class SegmentationModel(nn.Module):
         batch_size: int = 8,
         device: str | torch.device | None = None,
     ) -> np.ndarray:
-        """Classify in-memory images given in physical units.
+        """Classify in-memory images given in physical units, tile by tile, as ``segment`` does.
 
-        Each image goes through the network whole (the model is fully convolutional), so
-        this suits images of a few hundred pixels a side; use ``cube.contrast.segment`` for
-        datacubes.
+        The images are cut into the same overlapping tiles of :attr:`tile` pixels the model was
+        trained on, and the tiles' probabilities are blended: the result equals
+        :func:`eo_contrast.segment` of the same pixels (which this calls on a NumPy-backed cube).
 
         Parameters
         ----------
         inputs
             ``{sensor: array (..., C_s, H, W)}`` in physical units (S1 dB, S2 reflectance),
             bands in the order of :attr:`bands`; NaN is nodata. All sensors share the leading
-            dims and ``H, W``.
+            dims and ``H, W`` (at least :attr:`tile` pixels each).
         probabilities
             Return class probabilities instead of class ids.
         batch_size
-            Images per forward pass.
+            Tiles per forward pass.
         device
             Where to compute; ``None``: where the model is.
 
@@ -363,6 +364,8 @@ class SegmentationModel(nn.Module):
         >>> pred.shape, pred.dtype, int(pred[0, 0])
         ((40, 48), dtype('int16'), -1)
         """
+        from eo_contrast.inference import segment
+
         arrays: dict[str, np.ndarray] = {}
         for s in self.sensors:
             if s not in inputs:
@@ -381,28 +384,33 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"inputs must share leading dims and H, W; got {lead_shapes}")
         first = arrays[self.sensors[0]]
         lead, (h, w) = first.shape[:-3], first.shape[-2:]
-        flat = {s: a.reshape(-1, *a.shape[-3:]) for s, a in arrays.items()}
-        n_img = flat[self.sensors[0]].shape[0]
-        nodata = np.zeros((n_img, h, w), dtype=bool)
-        for a in flat.values():
-            nodata |= ~np.isfinite(a).all(axis=1)
+        grid = {"y": np.arange(h, dtype=np.float64), "x": np.arange(w, dtype=np.float64)}
+
+        def var(s: str, band_dim: str, units_name: str) -> xr.DataArray:
+            bands = self.bands[s]
+            return xr.DataArray(
+                arrays[s].reshape(-1, len(bands), h, w),
+                dims=("time", band_dim, "y", "x"),
+                coords={
+                    **grid,
+                    band_dim: bands,
+                    units_name: (band_dim, [self.units[s]] * len(bands)),
+                },
+            )
+
+        cube: xr.DataArray | xr.Dataset
+        if len(self.sensors) == 1:
+            cube = var(self.sensors[0], "band", "units")
+        else:
+            cube = xr.Dataset({s: var(s, f"{s}_band", f"{s}_units") for s in self.sensors})
         target = resolve_device(device) if device is not None else next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        probs = np.empty((n_img, self.num_classes, h, w), dtype=np.float32)
-        with torch.no_grad():
-            for i in range(0, n_img, max(1, int(batch_size))):
-                batch = {s: self.normalize(s, flat[s][i : i + batch_size]) for s in self.sensors}
-                batch = {s: t.to(target) for s, t in batch.items()}
-                logits = self.to(target)(batch)
-                probs[i : i + batch_size] = torch.softmax(logits, dim=1).cpu().numpy()
-        self.train(was_training)
+        out = segment(
+            cube, self, probabilities=probabilities, batch_size=batch_size, device=str(target)
+        )
+        values = np.asarray(out.transpose("time", ...).values)
         if probabilities:
-            probs[np.broadcast_to(nodata[:, None], probs.shape)] = np.nan
-            return probs.reshape(*lead, self.num_classes, h, w)
-        ids = probs.argmax(axis=1).astype(np.int16)
-        ids[nodata] = -1
-        return ids.reshape(*lead, h, w)
+            return values.reshape(*lead, self.num_classes, h, w)
+        return values.reshape(*lead, h, w)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -723,7 +731,7 @@ class _Loaded:
 
 
 def _chip_name(cube: Any, labels: Any) -> str:
-    for obj in (labels, cube):
+    for obj in (cube, labels):
         name = getattr(obj, "attrs", {}).get("chip")
         if name:
             return str(name)
@@ -843,7 +851,7 @@ def _load_chip(
         if "time" not in c.dims:
             c = c.expand_dims("time")
         arr = np.asarray(c.transpose("time", "band", "y", "x").values, dtype=np.float32)
-        # TODO-UNITS check_values(arr, s, encoder.units[s], name=f"{chip.where} {s} cube")
+        check_values(arr, s, encoder.units[s], name=f"{s} cube", where=chip.where)
         arrays[s] = arr
         target[~np.isfinite(arr).all(axis=1)] = -1
     valid = target >= 0
@@ -1056,10 +1064,11 @@ def fit_segmentation(
     sensors: Sequence[str] | None = None,
     tiles_per_epoch: int | None = None,
     decoder_width: int = 64,
+    decoder: str = "unet",
     augment: bool = True,
     progress: bool = True,
     max_nan_fraction: float = 0.5,
-    class_weights: str | Sequence[float] | None = "balanced",
+    class_weights: str | Sequence[float] | None = None,
     chips_in_memory: int = CHIPS_IN_MEMORY,
 ) -> SegmentationModel:
     """Train a segmentation model on an encoder's features, from one or many labelled chips.
@@ -1095,7 +1104,7 @@ def fit_segmentation(
     batch_size)``.
 
     The loss is cross-entropy ignoring unlabelled and nodata pixels (``ignore_index=-1``),
-    class-weighted over all chips. AdamW; the learning rate decays on a cosine from ``lr``.
+    optionally class-weighted over all chips (``class_weights``). AdamW; the learning rate decays on a cosine from ``lr``.
     With ``freeze_encoder`` only the decoder trains (the encoder stays in eval mode without
     gradients); otherwise the encoder is fine-tuned at ``lr * encoder_lr_scale``. On the CPU,
     the same seed gives the same model.
@@ -1133,6 +1142,9 @@ def fit_segmentation(
         Tiles per epoch; ``None``: see "What an epoch is".
     decoder_width
         Channels of the decoder's deepest levels (:class:`~eo_contrast.models.UNetHead`).
+    decoder
+        ``"unet"`` (skips down to the normalised input, full resolution) or ``"fpn"`` (the
+        light feature-pyramid decoder of format version 1, for comparisons).
     augment
         Random flips and 90-degree rotations of the training tiles.
     progress
@@ -1140,9 +1152,10 @@ def fit_segmentation(
     max_nan_fraction
         Largest fraction of unlabelled or nodata pixels in a training tile.
     class_weights
-        ``"balanced"`` (``n_labelled / (n_present_classes * n_class)``: the weighted mean over
-        labelled pixels is 1; absent classes get 0), ``None`` (unweighted) or one weight per
-        class.
+        ``None`` (unweighted, the default: the model's probabilities stay calibrated, which
+        is what IoU rewards), ``"balanced"`` (``n_labelled / (n_present_classes * n_class)``:
+        the weighted mean over labelled pixels is 1; absent classes get 0; for rare classes
+        that must not be missed) or one weight per class.
     chips_in_memory
         Chips held in memory at once. It bounds memory, and sets the grouping of the draws
         (so the exact model, not how it is trained).
@@ -1198,6 +1211,8 @@ def fit_segmentation(
         tiles_per_epoch=tiles_per_epoch,
         chips_in_memory=chips_in_memory,
     )
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r} is not one of {sorted(DECODERS)}")
     if encoder is None:
         encoder = DualEncoder.default()
     if not isinstance(encoder, DualEncoder):
@@ -1260,6 +1275,7 @@ def fit_segmentation(
         seed=int(seed),
         freeze_encoder=bool(freeze_encoder),
         decoder_width=decoder_width,
+        decoder=decoder,
         augment=bool(augment),
         progress=bool(progress),
     )
@@ -1285,6 +1301,7 @@ def fit_segmentation(
             "chip_names": [c.name for c in chips],
             "chips_in_memory": int(chips_in_memory),
             "chip_reads": cache.loads,
+            "peak_chips_in_memory": cache.peak,
             "grid": chips[0].grid if len(chips) == 1 else [c.grid for c in chips],
             "encoder_trained_on": encoder.trained_on,
         }
@@ -1312,6 +1329,7 @@ def _train(
     seed: int,
     freeze_encoder: bool,
     decoder_width: int,
+    decoder: str,
     augment: bool,
     progress: bool,
 ) -> tuple[SegmentationModel, pd.DataFrame]:
@@ -1319,7 +1337,13 @@ def _train(
     dev = resolve_device(device)
     tune_allocator()  # training allocates megabytes per layer and step
     model = SegmentationModel(
-        encoder, class_names, sensors=names, tile=tile, decoder_width=decoder_width, seed=seed
+        encoder,
+        class_names,
+        sensors=names,
+        tile=tile,
+        decoder_width=decoder_width,
+        decoder=decoder,
+        seed=seed,
     ).to(dev)
     model.freeze_encoder(freeze_encoder)
     optimizer = _optimizer(model, lr, weight_decay, encoder_lr_scale)

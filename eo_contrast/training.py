@@ -33,7 +33,9 @@ import numpy as np
 import xarray as xr
 
 from eo_contrast.cube import canonical_band_names
+from eo_contrast.readguard import guard_reads
 from eo_contrast.runtime import tune_allocator
+from eo_contrast.units import check_values
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -61,6 +63,8 @@ _CKPT_RE = re.compile(r"^step-(\d+)\.safetensors$")
 _TMP_RE = re.compile(r"^\.step-\d+\.safetensors\.[0-9a-f]+\.tmp$")
 #: Values sampled per band to estimate statistics of bands without defaults.
 _SAMPLE_VALUES = 1_000_000
+#: Pixels per band and sampled pair whose values are checked against the units before training.
+_CHECK_PIXELS = 16_384
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,6 +138,33 @@ def _check_units(data: xr.Dataset, sensors: Sequence[str], expected: Mapping[str
                 f"{s} is in units {unit!r} but the model's {s} encoder expects "
                 f"{expected[s]!r}; {hint}"
             )
+
+
+def _check_sample_values(
+    data: xr.Dataset, sensors: Sequence[str], units: Mapping[str, str], keep: np.ndarray | None
+) -> None:
+    """Refuse data whose values plainly contradict the units (linear S1, S2 digital numbers).
+
+    Only the first and the last (valid) pair of each sensor are read, strided to about
+    :data:`_CHECK_PIXELS` pixels per band: at most a few chunks, never the whole cube.
+    """
+    for s in sensors:
+        var = data[s]
+        band_dim = f"{s}_band"
+        lead = [d for d in var.dims if d not in (band_dim, "y", "x")]
+        step = max(1, math.ceil(math.sqrt(var.sizes["y"] * var.sizes["x"] / _CHECK_PIXELS)))
+        index: dict[Any, Any] = {"y": slice(None, None, step), "x": slice(None, None, step)}
+        where = ""
+        if lead:
+            n = var.sizes[lead[0]]
+            idx = np.flatnonzero(keep) if keep is not None and keep.size == n else np.arange(n)
+            if not idx.size:
+                continue
+            picks = sorted({int(idx[0]), int(idx[-1])})
+            index[lead[0]] = picks
+            where = f"{lead[0]} {picks}, sampled before training"
+        sample = var.isel(index).transpose(*lead, band_dim, "y", "x")
+        check_values(np.asarray(sample.values), s, units[s], name=f"pairs[{s!r}]", where=where)
 
 
 def _sample_stats(
@@ -630,6 +661,13 @@ def pretrain(
         the variables the method needs; when ``tile`` is larger than the cube; when every
         tile is dropped for NaN (the message says how many and why); when data units do not
         match; when a resumed checkpoint's configuration differs.
+    eo_contrast.UnitsError
+        (a ``ValueError``) When the values of the first and last pair of a sensor plainly
+        contradict the units (linear S1 backscatter, S2 digital numbers), checked before
+        training (see :func:`eo_contrast.check_values`).
+    eo_contrast.ChunkReadError
+        (an ``OSError``) When a stored chunk of ``pairs`` cannot be read or decoded: it names
+        the store and the chunk (see :func:`eo_contrast.guard_reads`).
     FileNotFoundError
         When ``resume`` does not exist.
 
@@ -691,7 +729,7 @@ def pretrain(
 
     sensors = _sensors_for(method, sensor)
     pairs, keep, corpus_stats = _corpus_input(pairs, storage_options)
-    data = _check_pairs(pairs, sensors, method)
+    data = guard_reads(_check_pairs(pairs, sensors, method))  # damaged chunks are named
     dev = resolve_device(device)
     tune_allocator()  # training allocates megabytes per layer and step
     config: dict[str, Any] = {
@@ -749,6 +787,7 @@ def pretrain(
         )  # fmt: skip
     assert model is not None
     _check_units(data, sensors, model.units)
+    _check_sample_values(data, sensors, model.units, keep)
 
     # -- data ----------------------------------------------------------------------------------
     # TileStream raises (ValueError) for a tile larger than the cube or its chunks, with advice

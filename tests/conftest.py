@@ -8,19 +8,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from eo_contrast.datasets.shared_data import shared_data_dir
+
 settings.register_profile(
     "ci", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile("dev", deadline=None, max_examples=50)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    """Where the real EO data lives: ``$EO_CONTRAST_SHARED_DATA`` or ``../shared/data``."""
-    env = os.environ.get("EO_CONTRAST_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -108,7 +108,8 @@ def test_label_fractions_keep_whole_blocks(shared_data: Path) -> None:
     import eo_contrast as ec
 
     subsample_labels = _load().subsample_labels
-    label = ec.read_sen1floods11(shared_data / "sen1floods11_spain").label.isel(x=slice(0, 256))
+    chip = ec.read_sen1floods11(shared_data / "sen1floods11_spain", "Spain_7370579")
+    label = chip.label.isel(x=slice(0, 256))
     half = subsample_labels(label, 0.5, seed=0).values
     kept = (half >= 0).reshape(16, 32, 8, 32).any(axis=(1, 3))  # 32 px blocks kept
     assert kept.sum() == 64  # half of the 16 x 8 blocks (all hold labels)

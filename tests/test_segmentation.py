@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 import xarray as xr
 
 import eo_contrast as ec
+from eo_contrast.metrics import water_iou
 from eo_contrast.models import CheckpointError, DualEncoder, read_checkpoint, write_checkpoint
 from eo_contrast.segmentation import SegmentationModel, fit_segmentation
 
@@ -42,7 +44,13 @@ def encoder() -> DualEncoder:
 @pytest.fixture(scope="module")
 def s2_model(scene: dict, encoder: DualEncoder) -> SegmentationModel:
     return fit_segmentation(
-        scene["s2"], scene["label"], encoder=encoder, classes=["dry", "water"], epochs=4, **FAST
+        scene["s2"],
+        scene["label"],
+        encoder=encoder,
+        classes=["dry", "water"],
+        epochs=4,
+        class_weights="balanced",
+        **FAST,
     )
 
 
@@ -242,8 +250,150 @@ def test_flood_experiment_sen1floods11(shared_data: Path) -> None:
     assert res.split == "train: x columns [0, 256) (west); test: x columns [256, 512) (east)"
     pred = res.predictions["s1"]
     assert pred.shape == (512, 256) and set(np.unique(pred)) <= {0, 1}
-    assert res.iou["s1"] == water_iou(
-        pred, ec.read_sen1floods11(shared_data / "sen1floods11_spain").label.values[:, 256:]
-    )
+    label = ec.read_sen1floods11(shared_data / "sen1floods11_spain", "Spain_7370579").label
+    assert res.iou["s1"] == water_iou(pred, label.values[:, 256:])
     assert res.iou["s1"] > 0.5  # water is ~27 % of the chip: an empty or random map scores < 0.3
     assert 0.5 < res.baseline_iou < 1 and -30 < res.baseline_threshold < -10
+
+
+# ----------------------------------------------------------------------------- many chips
+def _chip(cube: xr.DataArray, label: xr.DataArray, name: str) -> tuple[xr.DataArray, xr.DataArray]:
+    cube, label = cube.copy(), label.copy()
+    cube.attrs["chip"] = label.attrs["chip"] = name
+    return cube, label
+
+
+@pytest.fixture(scope="module")
+def chips(scene: dict) -> list[tuple[xr.DataArray, xr.DataArray]]:
+    """Three S1 chips of the flood scene, each on its own grid: two UTM windows, one in EPSG:4326."""
+    from rasterio.enums import Resampling
+
+    s1 = scene["pair"]["s1"].rename(s1_band="band", s1_units="units").compute()
+    s1 = s1.rio.write_crs(scene["s2"].rio.crs)
+    label = scene["label"]
+    west = _chip(s1.isel(x=slice(0, 64)), label.isel(x=slice(0, 64)), "west")
+    east = _chip(s1.isel(x=slice(64, None)), label.isel(x=slice(64, None)), "east")
+    geo = s1.rio.reproject("EPSG:4326", nodata=np.nan)
+    geo_label = label.rio.reproject_match(geo, resampling=Resampling.nearest, nodata=-1)
+    return [west, east, _chip(geo, geo_label.astype("int16"), "geographic")]
+
+
+def test_fit_on_a_list_of_chips_on_their_own_grids(chips: list, encoder: DualEncoder) -> None:
+    cubes, labels = [c for c, _ in chips], [lab for _, lab in chips]
+    assert len({str(c.rio.crs) for c in cubes}) == 2 and cubes[0].sizes != cubes[2].sizes
+    seg = fit_segmentation(
+        cubes, labels, encoder=encoder, classes=["dry", "water"], epochs=2, **FAST
+    )
+    info = seg.training_info
+    assert info["chips"] == 3 and info["chip_names"] == ["west", "east", "geographic"]
+    assert info["labelled_pixels"] == sum(int((lab.values >= 0).sum()) for lab in labels)
+    assert len(info["grid"]) == 3 and info["grid"][2]["height"] == cubes[2].sizes["y"]
+    assert info["chip_reads"] == 3 and info["peak_chips_in_memory"] == 3  # each chip read once
+    for cube, lab in chips:  # water found on every chip, each on its own grid
+        pred = seg.predict({"s1": cube.values})
+        print(cube.attrs["chip"], water_iou(pred, lab.values))
+        assert water_iou(pred, lab.values) > 0.6
+
+
+def test_chips_in_memory_bounds_the_chips_held(chips: list, encoder: DualEncoder) -> None:
+    cubes, labels = [c for c, _ in chips] * 2, [lab for _, lab in chips] * 2
+    seg = fit_segmentation(cubes, labels, encoder=encoder, epochs=2, chips_in_memory=2, **FAST)
+    info = seg.training_info
+    assert info["chips"] == 6 and info["peak_chips_in_memory"] == 2
+    # six chips read in the survey, then each chip at most once per epoch
+    assert 6 < info["chip_reads"] <= 6 + 2 * 6
+
+
+def test_tiles_are_drawn_in_proportion_to_usable_area() -> None:
+    from eo_contrast.segmentation import _Chip, _plan_epoch
+
+    big, small = _Chip(0, "big", None, None), _Chip(1, "small", None, None)
+    big.n_positions, small.n_positions = 3000, 1000
+    plan = _plan_epoch([big, small], 8000, 1, np.random.default_rng(0))
+    share = np.mean([c == 0 for c, _ in plan])
+    assert len(plan) == 8000 and abs(share - 0.75) < 0.02
+    assert max(p for c, p in plan if c == 1) < 1000  # positions drawn within each chip
+    # grouped by chip: with one chip in memory the plan switches chip once
+    assert sum(a[0] != b[0] for a, b in itertools.pairwise(plan)) == 1
+
+
+def test_an_epoch_is_at_least_min_steps(scene: dict, encoder: DualEncoder) -> None:
+    from eo_contrast.segmentation import MIN_STEPS_PER_EPOCH
+
+    crop = scene["s2"].isel(y=slice(0, 40), x=slice(0, 40))
+    label = scene["label"].isel(y=slice(0, 40), x=slice(0, 40))
+    seg = fit_segmentation(crop, label, encoder=encoder, epochs=2, **FAST)
+    assert len(seg.history) == 2 * MIN_STEPS_PER_EPOCH
+    assert seg.training_info["steps_per_epoch"] == MIN_STEPS_PER_EPOCH
+    assert seg.training_info["tiles_per_epoch"] == MIN_STEPS_PER_EPOCH * FAST["batch_size"]
+
+
+def test_a_short_fit_on_a_small_area_is_usable(scene: dict, encoder: DualEncoder) -> None:
+    """Half the scene labelled (128 x 64 px) and three epochs: a usable flood map already."""
+    s1 = scene["pair"]["s1"]
+    half = scene["pair"][["s1"]].isel(x=slice(0, 64))
+    vv = s1.sel(s1_band="vv").values
+    label = scene["label"].values
+    threshold = max(water_iou((vv < t).astype(int), label) for t in range(-25, -10))
+    seg = fit_segmentation(
+        half, scene["label"].isel(x=slice(0, 64)), encoder=encoder, epochs=3, **FAST
+    )
+    iou = water_iou(seg.predict({"s1": s1.values})[:, 64:], label[:, 64:])
+    assert iou > 0.8 and iou > threshold - 0.1, (iou, threshold)
+
+
+def test_the_decoder_keeps_full_resolution(encoder: DualEncoder) -> None:
+    """One-pixel stripes of water: what a per-pixel threshold sees, the UNet decoder sees too."""
+    rng = np.random.default_rng(0)
+    water = np.zeros((64, 64), dtype="i2")
+    water[:, ::3] = 1
+    vv = np.where(water == 1, -22.0, -8.0) + rng.normal(0, 1, water.shape)
+    cube = xr.DataArray(np.stack([vv, vv - 7]).astype("f4"), dims=("band", "y", "x"),
+                        coords={"band": ["vv", "vh"], "y": np.arange(64), "x": np.arange(64)})  # fmt: skip
+    labels = xr.DataArray(water, dims=("y", "x"), coords={"y": cube.y, "x": cube.x})
+    ious = {}
+    for decoder in ("unet", "fpn"):
+        seg = fit_segmentation(cube, labels, encoder=encoder, decoder=decoder, epochs=2, **FAST)
+        assert seg.decoder == decoder
+        ious[decoder] = water_iou(seg.predict({"s1": cube.values}), water)
+    assert ious["unet"] > 0.95 > ious["fpn"] + 0.2, ious
+
+
+def test_format_version_1_models_still_load(encoder: DualEncoder, tmp_path: Path) -> None:
+    from eo_contrast.segmentation import FORMAT_VERSION
+
+    old = SegmentationModel(encoder, ["dry", "water"], sensors=["s1"], tile=32, decoder="fpn")
+    tensors, meta = read_checkpoint(old.save(tmp_path / "v1.safetensors"))
+    assert meta["format_version"] == 1 and FORMAT_VERSION == 2
+    again = SegmentationModel.load(tmp_path / "v1.safetensors")
+    assert again.decoder == "fpn" and type(again.head) is type(old.head)
+    x = np.full((2, 32, 32), -12.0, "float32")
+    np.testing.assert_array_equal(again.predict({"s1": x}), old.predict({"s1": x}))
+    # a version-1 file written before the decoder had a name
+    meta1 = {k: v for k, v in meta.items()}
+    meta1["decoder"] = {k: v for k, v in meta["decoder"].items() if k != "name"}
+    write_checkpoint(tmp_path / "v1-plain.safetensors", tensors, meta1)
+    assert SegmentationModel.load(tmp_path / "v1-plain.safetensors").decoder == "fpn"
+    # a UNet decoder claimed under version 1 is refused, naming the versions
+    bad = {**meta, "decoder": {**meta["decoder"], "name": "unet"}}
+    write_checkpoint(tmp_path / "bad.safetensors", tensors, bad)
+    with pytest.raises(CheckpointError, match=r"format_version 1"):
+        SegmentationModel.load(tmp_path / "bad.safetensors")
+
+
+def test_chip_errors_name_the_chip(chips: list, encoder: DualEncoder) -> None:
+    cubes, labels = [c for c, _ in chips], [lab for _, lab in chips]
+    with pytest.raises(ValueError, match=r"unequal length \(3 cubes, 2 labels\)"):
+        fit_segmentation(cubes, labels[:2], encoder=encoder, **FAST)
+    with pytest.raises(ValueError, match=r"cube is a list but the other is not"):
+        fit_segmentation(cubes, labels[0], encoder=encoder, **FAST)
+    off = [labels[0], labels[0], labels[2]]  # the east chip gets the west chip's label
+    with pytest.raises(ValueError, match=r"^chip 1 \(east\): labels are on another grid"):
+        fit_segmentation(cubes, off, encoder=encoder, **FAST)
+    small = [cubes[0], cubes[1].isel(y=slice(0, 20)), cubes[2]]
+    small_labels = [labels[0], labels[1].isel(y=slice(0, 20)), labels[2]]
+    with pytest.raises(ValueError, match=r"^chip 1 \(east\): tile=32 is larger than the cube "):
+        fit_segmentation(small, small_labels, encoder=encoder, **FAST)
+    linear = [cubes[0], cubes[1], ec.db_to_linear(cubes[2])]  # units coordinate still says dB
+    with pytest.raises(ec.UnitsError, match=r"chip 2 \(geographic\).*linear_to_db"):
+        fit_segmentation(linear, labels, encoder=encoder, **FAST)

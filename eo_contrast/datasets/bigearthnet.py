@@ -32,8 +32,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from eo_contrast.datasets.sen1floods11 import _shared_data_dir
-
 __all__ = ["BIGEARTHNET_S2_BANDS", "SPLITS", "read_bigearthnet"]
 
 NPZ_NAME = "benv2_mock_s1s2.npz"
@@ -182,13 +180,14 @@ def read_bigearthnet(root: str | Path, split: str | None = None) -> xr.Dataset:
     Examples
     --------
     >>> import eo_contrast as ec
-    >>> from eo_contrast.datasets.bigearthnet import _example_root
-    >>> ds = ec.read_bigearthnet(_example_root(), split="test")
+    >>> from eo_contrast.datasets.shared_data import example_path
+    >>> root = example_path("bigearthnet_v2_subset")
+    >>> ds = ec.read_bigearthnet(root, split="test")
     >>> dict(ds.sizes)
     {'pair': 8, 's1_band': 2, 'y': 120, 'x': 120, 's2_band': 12, 'class': 19}
     >>> str(ds.s2_time.values[0])[:19], str(ds.dt.values[0].astype("timedelta64[m]"))
     ('2017-06-13T10:10:31', '1032 minutes')
-    >>> ec.read_bigearthnet(_example_root(), split="val")
+    >>> ec.read_bigearthnet(root, split="val")
     Traceback (most recent call last):
     ...
     ValueError: split='val' is not a BigEarthNet split; use one of ('train', 'validation', 'test') or None
@@ -270,8 +269,3 @@ def read_bigearthnet(root: str | Path, split: str | None = None) -> xr.Dataset:
     if split is not None:
         ds = ds.isel(pair=np.flatnonzero(ds["split"].values == split))
     return ds
-
-
-def _example_root() -> Path:
-    """The shared data folder's BigEarthNet subset (for documentation examples)."""
-    return _shared_data_dir() / "bigearthnet_v2_subset"

@@ -39,7 +39,7 @@ import pandas as pd
 import xarray as xr
 
 from eo_contrast.cube import S2_BANDS
-from eo_contrast.datasets.sen1floods11 import _shared_data_dir
+from eo_contrast.datasets.shared_data import example_path
 
 __all__ = ["EOLEARN_LULC_CLASSES", "EOLearnPatch", "read_eolearn_slovenia"]
 
@@ -254,17 +254,18 @@ def read_eolearn_slovenia(root: str | Path | None = None) -> EOLearnPatch:
     Examples
     --------
     >>> import eo_contrast as ec
-    >>> patch = ec.datasets.read_eolearn_slovenia()  # doctest: +SKIP
-    >>> patch.s2.shape, patch.s2.rio.crs.to_epsg(), str(patch.s2.time.values[0])[:10]  # doctest: +SKIP
+    >>> from eo_contrast.datasets.shared_data import example_path
+    >>> patch = ec.datasets.read_eolearn_slovenia(example_path("eolearn_slovenia"))
+    >>> patch.s2.shape, patch.s2.rio.crs.to_epsg(), str(patch.s2.time.values[0])[:10]
     ((5, 13, 101, 100), 32633, '2015-07-11')
-    >>> patch.classes  # doctest: +SKIP
+    >>> patch.classes
     {1: 'cultivated land', 2: 'forest', 3: 'grassland', 4: 'shrubland', 8: 'artificial surface'}
     >>> ec.datasets.read_eolearn_slovenia("no/such/folder")
     Traceback (most recent call last):
     ...
     FileNotFoundError: eo-learn reference scenes no/such/folder/REFERENCE_SCENES.npy not found; ...
     """
-    root = Path(_shared_data_dir() / "eolearn_slovenia" if root is None else root)
+    root = Path(example_path("eolearn_slovenia") if root is None else root)
     scenes_path = root / _SCENES
     if not scenes_path.is_file():
         raise FileNotFoundError(

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from eo_contrast.datasets.shared_data import shared_data_dir
+
 if TYPE_CHECKING:  # pragma: no cover
     from eo_contrast.models import DualEncoder
 
@@ -42,7 +44,6 @@ __all__ = [
     "default_training_data",
     "heldout_retrieval",
     "random_baseline",
-    "shared_data_dir",
     "train_default_weights",
 ]
 
@@ -68,18 +69,6 @@ DEFAULT_RECIPE: dict[str, Any] = {
     "bigearthnet_split": "train",
     "bigearthnet_dihedral": True,
 }
-
-
-def shared_data_dir() -> Path:
-    """The real data folder: ``$EO_CONTRAST_SHARED_DATA``, else ``../shared/data`` from here.
-
-    Examples
-    --------
-    >>> shared_data_dir().name
-    'data'
-    """
-    env = os.environ.get("EO_CONTRAST_SHARED_DATA")
-    return Path(env) if env else Path.cwd().parent / "shared" / "data"
 
 
 def _bigearthnet_root(data: str | os.PathLike[str]) -> Path:
@@ -133,7 +122,7 @@ def default_training_data(
     ----------
     data
         The shared data folder (or its ``bigearthnet_v2_subset`` folder); ``None``:
-        :func:`shared_data_dir`.
+        :func:`~eo_contrast.datasets.shared_data.shared_data_dir`.
     synthetic_seeds
         One synthetic scene per seed (each gives 4 time pairs).
     synthetic_size
@@ -228,7 +217,7 @@ def train_default_weights(
     out
         The ``.safetensors`` file to write (its folder is created).
     data
-        The shared data folder; ``None``: :func:`shared_data_dir`.
+        The shared data folder; ``None``: :func:`~eo_contrast.datasets.shared_data.shared_data_dir`.
     recipe
         Entries replacing those of :data:`DEFAULT_RECIPE` (unknown keys are refused).
     progress

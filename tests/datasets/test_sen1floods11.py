@@ -1,4 +1,4 @@
-"""read_sen1floods11 on the real Spain_7370579 chip, checked against the facts in its SOURCE.txt."""
+"""read_sen1floods11 on the real chips, checked against the facts in their SOURCE.txt files."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def root(shared_data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def chip(root: Path) -> ec.datasets.Sen1Floods11Chip:
-    return ec.read_sen1floods11(root)
+    return ec.read_sen1floods11(root, CHIP)
 
 
 def test_layout_bands_units_and_times(chip: ec.datasets.Sen1Floods11Chip) -> None:
@@ -84,7 +84,7 @@ def test_s2_is_dn_times_1e4_and_zero_is_nan(root: Path, chip: ec.datasets.Sen1Fl
 def test_chunks_give_lazy_dask_with_same_values(
     root: Path, chip: ec.datasets.Sen1Floods11Chip
 ) -> None:
-    lazy = ec.read_sen1floods11(root, chunks={"x": 256, "y": 256})
+    lazy = ec.read_sen1floods11(root, CHIP, chunks={"x": 256, "y": 256})
     for name in ("s1", "s2", "label"):
         arr = getattr(lazy, name)
         assert isinstance(arr.data, da.Array), name
@@ -105,18 +105,18 @@ def _link_chip(
 
 def test_full_dataset_layout_with_subfolders(root: Path, tmp_path: Path) -> None:
     _link_chip(root, tmp_path, CHIP, subfolders=True)
-    chip = ec.read_sen1floods11(tmp_path / "S1Hand" / "..")
+    chip = ec.read_sen1floods11(tmp_path / "S1Hand" / "..", CHIP)
     assert chip.s1.shape == (1, 2, 512, 512) and (chip.label.values == 1).sum() == 70035
 
 
 def test_missing_file_names_the_path(root: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nowhere/Spain_7370579_S1Hand\.tif"):
-        ec.read_sen1floods11(tmp_path / "nowhere")
+        ec.read_sen1floods11(tmp_path / "nowhere", CHIP)
     with pytest.raises(FileNotFoundError, match=r"Spain_1_S1Hand\.tif"):
         ec.read_sen1floods11(root, "Spain_1")
     _link_chip(root, tmp_path, CHIP, metadata=False)
     with pytest.raises(FileNotFoundError, match=r"Sen1Floods11_Metadata\.geojson"):
-        ec.read_sen1floods11(tmp_path)
+        ec.read_sen1floods11(tmp_path, CHIP)
 
 
 def test_unknown_event_lists_known_ones(root: Path, tmp_path: Path) -> None:
@@ -183,4 +183,199 @@ def test_wrong_band_names_are_refused(root: Path, tmp_path: Path) -> None:
         dst.set_band_description(1, "HH")
         dst.set_band_description(2, "HV")
     with pytest.raises(ValueError, match=r"bands \['hh', 'hv'\]; expected \['vv', 'vh'\]"):
+        ec.read_sen1floods11(tmp_path, CHIP)
+
+
+# --- the dataset's own layout: six real chips of sen1floods11_handlabeled -----------------------
+
+V11 = Path("v1.1")
+HANDLABELED = V11 / "data" / "flood_events" / "HandLabeled"
+SPLIT_DIR = V11 / "splits" / "flood_handlabeled"
+ALL_CHIPS = [
+    "Ghana_53713",
+    "Mekong_333434",
+    "Pakistan_849790",
+    "Spain_7370579",
+    "Sri-Lanka_534068",
+    "USA_905409",
+]
+TEST_CHIPS = [c for c in ALL_CHIPS if c != CHIP]
+# water / nodata fractions of the label among all its pixels, from SOURCE.txt
+FRACTIONS = {
+    "Spain_7370579": (0.267, 0.000),
+    "Pakistan_849790": (0.656, 0.019),
+    "USA_905409": (0.170, 0.000),
+    "Sri-Lanka_534068": (0.981, 0.000),
+    "Mekong_333434": (0.013, 0.225),
+    "Ghana_53713": (0.000, 0.000),
+}
+
+
+@pytest.fixture(scope="module")
+def dataset(shared_data: Path) -> Path:
+    return shared_data / "sen1floods11_handlabeled"
+
+
+@pytest.fixture(scope="module")
+def all_chips(dataset: Path) -> list[ec.datasets.Sen1Floods11Chip]:
+    return ec.read_sen1floods11(dataset)
+
+
+def test_no_split_reads_every_chip_sorted(all_chips: list[ec.datasets.Sen1Floods11Chip]) -> None:
+    assert [c.chip for c in all_chips] == ALL_CHIPS
+    assert [c.event for c in all_chips] == [
+        "Ghana",
+        "Cambodia",  # the Mekong chips are the Cambodia event of the metadata
+        "Pakistan",
+        "Spain",
+        "Sri-Lanka",
+        "USA",
+    ]
+    assert str(all_chips[ALL_CHIPS.index(CHIP)].s1_time.date()) == "2019-09-17"
+
+
+def test_test_split_has_the_five_chips_but_spain(dataset: Path) -> None:
+    chips = ec.read_sen1floods11(dataset, split="test")
+    assert [c.chip for c in chips] == TEST_CHIPS
+    assert all(c.s2 is None for c in chips)
+
+
+def test_every_chip_on_its_own_grid(all_chips: list[ec.datasets.Sen1Floods11Chip]) -> None:
+    bounds = set()
+    for c in all_chips:
+        assert c.s1.rio.crs.to_epsg() == 4326 and c.label.rio.crs.to_epsg() == 4326
+        assert c.s1.shape == (1, 2, 512, 512) and c.label.shape == (512, 512)
+        xr.testing.assert_equal(c.label.x, c.s1.x)
+        xr.testing.assert_equal(c.label.y, c.s1.y)
+        bounds.add(tuple(round(b, 4) for b in c.s1.rio.bounds()))
+    assert len(bounds) == len(all_chips)
+
+
+@pytest.mark.parametrize("name", ALL_CHIPS)
+def test_water_and_nodata_fractions_of_source_txt(
+    all_chips: list[ec.datasets.Sen1Floods11Chip], name: str
+) -> None:
+    label = all_chips[ALL_CHIPS.index(name)].label.values
+    water, nodata = FRACTIONS[name]
+    assert round(float((label == 1).mean()), 3) == water
+    assert round(float((label == -1).mean()), 3) == nodata
+    assert set(np.unique(label).tolist()) <= {-1, 0, 1}
+
+
+def test_s2_only_where_the_chip_has_it(
+    all_chips: list[ec.datasets.Sen1Floods11Chip], root: Path
+) -> None:
+    assert [c.chip for c in all_chips if c.s2 is not None] == [CHIP]
+    spain = all_chips[ALL_CHIPS.index(CHIP)]
+    flat = ec.read_sen1floods11(root, CHIP)
+    assert spain.s2 is not None and flat.s2 is not None
+    np.testing.assert_array_equal(spain.s2.values, flat.s2.values)
+    np.testing.assert_array_equal(spain.label.values, flat.label.values)
+
+
+def test_chip_name_in_attrs(all_chips: list[ec.datasets.Sen1Floods11Chip]) -> None:
+    for c in all_chips:
+        arrays = [c.s1, c.label] + ([] if c.s2 is None else [c.s2])
+        for arr in arrays:
+            assert arr.attrs["chip"] == c.chip
+        assert c.s1.attrs["units"] == "dB" and c.label.attrs["nodata"] == -1
+
+
+def test_sensors_select_and_require_s2(dataset: Path) -> None:
+    assert ec.read_sen1floods11(dataset, CHIP, sensors=("s1",)).s2 is None
+    assert ec.read_sen1floods11(dataset, CHIP, sensors=("s1", "s2")).s2 is not None
+    assert ec.read_sen1floods11(dataset, CHIP, sensors="s2").s2 is not None
+    only_s1 = ec.read_sen1floods11(dataset, sensors=("s1",))
+    assert [c.s2 for c in only_s1] == [None] * 6
+    for sensors in (("s1", "s2"), ("s2",)):
+        with pytest.raises(
+            FileNotFoundError, match=r"chip 'Ghana_53713' has no S2 file .*sensors=\('s1',\)"
+        ):
+            ec.read_sen1floods11(dataset, sensors=sensors)
+    with pytest.raises(FileNotFoundError, match=r"'USA_905409' has no S2 file.*USA_905409_S2Hand"):
+        ec.read_sen1floods11(dataset, "USA_905409", sensors=("s1", "s2"))
+    for bad in (("s3",), (), ("s1", "S2")):
+        with pytest.raises(ValueError, match=r"sensors=.*\('s1', 's2'\)"):
+            ec.read_sen1floods11(dataset, CHIP, sensors=bad)
+
+
+@pytest.mark.parametrize(
+    "sub", [Path("."), V11, HANDLABELED], ids=["dataset root", "v1.1", "HandLabeled"]
+)
+def test_all_layouts_find_chips_split_and_metadata(dataset: Path, sub: Path) -> None:
+    root = dataset / sub
+    assert [c.chip for c in ec.read_sen1floods11(root, split="test", sensors="s1")] == TEST_CHIPS
+    chip = ec.read_sen1floods11(root, CHIP)
+    assert chip.s2 is not None and chip.metadata["ISO_CC"] == "ESP"
+
+
+def test_flat_folder_lists_its_one_chip(root: Path) -> None:
+    chips = ec.read_sen1floods11(root)
+    assert [c.chip for c in chips] == [CHIP] and chips[0].s2 is not None
+
+
+def test_lazy_list(dataset: Path) -> None:
+    chips = ec.read_sen1floods11(dataset, split="test", chunks={"x": 256, "y": 256})
+    assert all(isinstance(c.s1.data, da.Array) for c in chips)
+    assert round(float((chips[2].label == 1).mean()), 3) == 0.656
+
+
+def test_bad_split_and_chip_with_split(dataset: Path) -> None:
+    with pytest.raises(ValueError, match=r"split='val'.*\('train', 'valid', 'test', 'bolivia'\)"):
+        ec.read_sen1floods11(dataset, split="val")
+    with pytest.raises(ValueError, match=r"`chip` for one chip, or `split`"):
+        ec.read_sen1floods11(dataset, CHIP, split="test")
+    with pytest.raises(TypeError, match=r"one chip name"):
+        ec.read_sen1floods11(dataset, [CHIP])  # type: ignore[call-overload]
+
+
+def test_missing_split_file_names_path_and_lists_present(dataset: Path, tmp_path: Path) -> None:
+    expected = dataset / SPLIT_DIR / "flood_train_data.csv"
+    for root in (dataset, dataset / HANDLABELED / "S1Hand"):  # splits are found from below too
+        with pytest.raises(FileNotFoundError) as err:
+            ec.read_sen1floods11(root, split="train")
+        assert str(expected) in str(err.value) and "['flood_test_data.csv']" in str(err.value)
+    with pytest.raises(FileNotFoundError, match=r"flood_bolivia_data\.csv.*present: none"):
+        ec.read_sen1floods11(tmp_path, split="bolivia")
+
+
+def _link_dataset(dataset: Path, dst: Path, chips: list[str]) -> None:
+    """A dataset-root copy made of symlinks to the real files of ``chips``."""
+    for kind in FILES:
+        (dst / HANDLABELED / kind).mkdir(parents=True)
+        for chip in chips:
+            src = dataset / HANDLABELED / kind / f"{chip}_{kind}.tif"
+            if src.is_file():
+                (dst / HANDLABELED / kind / src.name).symlink_to(src)
+    (dst / SPLIT_DIR).mkdir(parents=True)
+    meta = "Sen1Floods11_Metadata.geojson"
+    (dst / V11 / meta).symlink_to(dataset / V11 / meta)
+
+
+def test_split_chip_with_a_missing_file(dataset: Path, tmp_path: Path) -> None:
+    _link_dataset(dataset, tmp_path, ["USA_905409", "Ghana_53713"])
+    (tmp_path / HANDLABELED / "LabelHand" / "Ghana_53713_LabelHand.tif").unlink()
+    (tmp_path / SPLIT_DIR / "flood_valid_data.csv").write_text(
+        "USA_905409_S1Hand.tif,USA_905409_LabelHand.tif\n"
+        "Ghana_53713_S1Hand.tif,Ghana_53713_LabelHand.tif\n\n"
+    )
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"chip 'Ghana_53713' of split 'valid'.*LabelHand/Ghana_53713_LabelHand\.tif",
+    ):
+        ec.read_sen1floods11(tmp_path, split="valid")
+    (tmp_path / SPLIT_DIR / "flood_train_data.csv").write_text(
+        "USA_905409_S1Hand.tif,USA_905409_LabelHand.tif\n"
+    )
+    chips = ec.read_sen1floods11(tmp_path, split="train")
+    assert [c.chip for c in chips] == ["USA_905409"] and chips[0].s2 is None
+    with pytest.raises(FileNotFoundError, match=r"flood_test_data\.csv.*\['flood_train_data\.csv"):
+        ec.read_sen1floods11(tmp_path, split="test")
+    (tmp_path / SPLIT_DIR / "flood_bolivia_data.csv").write_text("chip,label\n")
+    with pytest.raises(ValueError, match=r"line 1: 'chip,label' does not start with"):
+        ec.read_sen1floods11(tmp_path, split="bolivia")
+
+
+def test_no_chips_in_an_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no Sen1Floods11 chip \(\*_S1Hand\.tif\)"):
         ec.read_sen1floods11(tmp_path)
