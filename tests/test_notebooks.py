@@ -202,7 +202,9 @@ def test_05_pangeo_object_storage(
     # the stores are on the S3 server, complete, with the CRS
     store = f"s3://{bucket}/sample-scene/embeddings.zarr"
     emb = xr.open_zarr(store, storage_options=s3_server.storage_options)
-    assert dict(emb.sizes) == {"time": 4, "feature": 128, "y": 16, "x": 16}
+    assert dict(emb.sizes) == {"pair": 4, "feature": 128, "y": 16, "x": 16}
+    assert emb.s1.dims == emb.s2.dims == ("pair", "feature", "y", "x")
+    assert {"s1_time", "s2_time", "dt"} <= set(emb.coords)
     assert emb.attrs["eo_contrast_status"] == "complete"
     assert emb.rio.crs.to_epsg() == 32630
     assert bool(emb.s1.notnull().all()) and bool(emb.s2.notnull().all())

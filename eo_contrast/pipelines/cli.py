@@ -106,7 +106,7 @@ def demo(
 
     Builds the sample S1/S2 scene as COGs with a STAC catalogue, loads it through STAC, pairs
     S1 and S2 in time on one grid, writes the pairs to OUT/pairs.zarr, pretrains a dual
-    encoder briefly on them (OUT/model.safetensors), embeds the S2 scenes (OUT/embeddings.zarr),
+    encoder briefly on them (OUT/model.safetensors), embeds the pairs (OUT/embeddings.zarr),
     fits and applies a flood segmentation (OUT/flood.zarr) and draws OUT/preview.png.
 
     \b

@@ -57,7 +57,8 @@ def run_demo(
     :func:`eo_contrast.pair`, writes the pairs to ``out/pairs.zarr`` with
     :func:`eo_contrast.to_zarr`, then pretrains a dual encoder briefly on the pairs read back
     from that store (:func:`eo_contrast.pretrain`) and saves it to ``out/model.safetensors``.
-    With that encoder it embeds the S2 scenes of the pairs (``out/embeddings.zarr``), fits a
+    With that encoder it embeds the pairs, each sensor by its own encoder
+    (``out/embeddings.zarr``: variables ``s1`` and ``s2``, ``(pair, feature, y, x)``), fits a
     flood segmentation on the S1+S2 pair nearest the flood peak against the scene's water label
     (:func:`eo_contrast.fit_segmentation`), segments every pair (``out/flood.zarr``) and draws a
     preview (``out/preview.png``: S2 true colour, PCA-RGB of the embeddings, S1 VH, flood map).
@@ -186,7 +187,7 @@ def _embed_and_segment(
     seed: int,
     progress: bool,
 ) -> list[str]:
-    """Embed the pairs' S2 scenes, fit and apply a flood segmentation, write both, draw a preview."""
+    """Embed the pairs (S1 and S2), fit and apply a flood segmentation, write both, preview."""
     import numpy as np
 
     from eo_contrast.inference import embed, segment
@@ -194,18 +195,14 @@ def _embed_and_segment(
     from eo_contrast.segmentation import fit_segmentation
 
     lines = []
-    # the S2 scenes of the pairs as a cube: (time, band, y, x)
-    s2 = pairs["s2"].rename({"pair": "time", "s2_band": "band"})
-    s2 = s2.drop_vars([c for c in ("s1_time", "s2_time", "dt") if c in s2.coords])
-    s2 = s2.assign_coords(time=pairs.s2_time.values)
-    if "s2_units" in s2.coords:
-        s2 = s2.rename({"s2_units": "units"})
-    emb = embed(s2, model, level="tile", tile=tile)
+    # the pairs Dataset as it is: s1 and s2, each (pair, feature, y, x), by its own encoder
+    emb = embed(pairs, model, level="tile", tile=tile)
     emb_store = out / "embeddings.zarr"
-    _write(emb.rename("embedding"), emb_store, progress)
+    _write(emb, emb_store, progress)
+    sizes = dict(emb["s2"].sizes)
     lines.append(
-        f"wrote {emb_store}: embedding {dict(emb.sizes)} (one {emb.sizes['feature']}-d vector "
-        f"per {tile} px tile), CRS {emb.rio.crs}"
+        f"wrote {emb_store}: s1 and s2 embeddings {sizes} (one {sizes['feature']}-d vector "
+        f"per {tile} px tile, each sensor by its own encoder), CRS {emb.rio.crs}"
     )
 
     label = xr.open_dataarray(scene.label, engine="rasterio", mask_and_scale=False)
@@ -239,7 +236,7 @@ def _embed_and_segment(
     return lines
 
 
-def _write(obj: xr.DataArray, store: Path, progress: bool) -> None:
+def _write(obj: xr.DataArray | xr.Dataset, store: Path, progress: bool) -> None:
     from eo_contrast.store import to_zarr
 
     if progress:
@@ -270,7 +267,7 @@ def pca_rgb(emb: xr.DataArray) -> Any:
 
 def _preview(
     pairs: xr.Dataset,
-    emb: xr.DataArray,
+    emb: xr.Dataset,
     flood: xr.DataArray,
     label: xr.DataArray,
     event: int,
@@ -291,8 +288,8 @@ def _preview(
     fig, ax = plt.subplots(1, 4, figsize=(16, 4.4), constrained_layout=True)
     ax[0].imshow(np.clip(np.nan_to_num(rgb) * 3.5, 0, 1))
     ax[0].set_title(f"S2 true colour {str(p.s2_time.values)[:10]}")
-    ax[1].imshow(pca_rgb(emb.isel(time=event)), interpolation="nearest")
-    ax[1].set_title("embeddings (PCA-RGB, one per tile)")
+    ax[1].imshow(pca_rgb(emb["s2"].isel(pair=event)), interpolation="nearest")
+    ax[1].set_title("S2 embeddings (PCA-RGB, one per tile)")
     ax[2].imshow(p.s1.sel(s1_band="vh").values, cmap="gray", vmin=-30, vmax=-5)
     ax[2].set_title(f"S1 VH (dB) {str(p.s1_time.values)[:10]}")
     fl = flood.isel(pair=event).values.astype("float32")

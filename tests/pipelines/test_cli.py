@@ -31,8 +31,12 @@ def test_demo_runs_offline_and_writes_pairs(tmp_path: Path) -> None:
     assert model.bands["s1"] == ["vv", "vh"]
     assert model.method == "multimodal"
     # embeddings and the flood map went to Zarr with the CRS, and a preview was drawn
-    emb = xr.open_zarr(out / "embeddings.zarr")["embedding"]
-    assert emb.dims == ("time", "feature", "y", "x") and emb.sizes["y"] == 128 // 64
+    emb = xr.open_zarr(out / "embeddings.zarr")
+    assert set(emb.data_vars) == {"s1", "s2"}  # the pairs Dataset embedded as it is
+    for sensor in ("s1", "s2"):
+        assert emb[sensor].dims == ("pair", "feature", "y", "x") and emb.sizes["y"] == 128 // 64
+        assert bool(emb[sensor].notnull().any())
+    assert not np.allclose(emb.s1.values, emb.s2.values)  # one encoder each
     assert emb.rio.crs == xr.open_zarr(out / "pairs.zarr").rio.crs
     flood = xr.open_zarr(out / "flood.zarr")["flood"]
     assert flood.dims == ("pair", "y", "x") and flood.shape == (4, 128, 128)
