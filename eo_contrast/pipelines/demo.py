@@ -197,6 +197,7 @@ def _embed_and_segment(
     lines = []
     # the pairs Dataset as it is: s1 and s2, each (pair, feature, y, x), by its own encoder
     emb = embed(pairs, model, level="tile", tile=tile)
+    assert isinstance(emb, xr.Dataset)  # a pairs Dataset gives one variable per sensor
     emb_store = out / "embeddings.zarr"
     _write(emb, emb_store, progress)
     sizes = dict(emb["s2"].sizes)
