@@ -33,17 +33,18 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_options, machine_info, make_parser, work_folder
 
 
 def catalogue(workdir: Path, size: int, copies: int) -> tuple[list[Any], list[Any]]:
@@ -110,10 +111,10 @@ def build(s1: list[Any], s2: list[Any], store: Path, workers: int, chip: int) ->
 def _model(store: str, args: argparse.Namespace) -> Any:
     """A model built as ``pretrain`` builds one from a corpus (bands, statistics, seed)."""
     from eo_contrast.corpus import open_corpus
-    from eo_contrast.training import _build_model, _corpus_input
+    from eo_contrast.training import build_model, corpus_input
 
-    ds, _, stats = _corpus_input(open_corpus(store), None)
-    return _build_model(
+    ds, _, stats = corpus_input(open_corpus(store), None)
+    return build_model(
         ds, ("s1", "s2"), "multimodal", args.encoder, args.stem, args.seed, 0.07, 128,
         args.width, stats=stats,
     )  # fmt: skip
@@ -155,7 +156,7 @@ def child_memory(store: str, args: argparse.Namespace, steps: int) -> dict[str, 
     from eo_contrast.corpus import open_corpus
     from eo_contrast.models import resolve_device
     from eo_contrast.runtime import tune_allocator
-    from eo_contrast.training import _lr_at, _optimizer, train_step
+    from eo_contrast.training import lr_at, optimizer_for, train_step
 
     tune_allocator()  # the allocator settings pretrain() uses, so only the data source differs
     device = resolve_device(args.device)
@@ -178,12 +179,12 @@ def child_memory(store: str, args: argparse.Namespace, steps: int) -> dict[str, 
         model.to(memory_format=torch.channels_last)
     model.train()
     total = args.warmup + steps
-    optimizer = _optimizer(model, 1e-3, 0.05, fused=cuda)
+    optimizer = optimizer_for(model, 1e-3, 0.05, fused=cuda)
     losses = []
 
     def step(i: int) -> None:
         x, y = batches[i % len(batches)]
-        lr = _lr_at(i, 1e-3, round(0.05 * total), total)
+        lr = lr_at(i, 1e-3, round(0.05 * total), total)
         losses.append(train_step(model, optimizer, x, y, lr, cuda=cuda))
         torch.stack(losses[-1:]).float().cpu().tolist()  # one sync per update, as log_every=1
 
@@ -209,22 +210,15 @@ def _child(mode: str, store: Path, args: argparse.Namespace, steps: int = 0) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=512, help="synthetic scene edge (px)")
+    parser = make_parser(__doc__)
+    add_options(parser, {"size": "synthetic scene edge (px)"}, size=512)
     parser.add_argument("--copies", type=int, default=22, help="dated copies of the scene")
     parser.add_argument("--chip", type=int, default=32)
     parser.add_argument("--workers", default="1,2", help="worker processes to time, e.g. 1,2")
-    parser.add_argument("--tile", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--encoder", default="resnet18", choices=("resnet18", "resnet50"))
-    parser.add_argument("--stem", default="imagenet", choices=("imagenet", "small"))
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--warmup", type=int, default=5, help="untimed updates first")
-    parser.add_argument("--prefetch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the stores here")
+    add_options(parser, tile=32, batch_size=64, encoder="resnet18", stem="imagenet")
+    add_options(parser, {"width": None}, width=64)
+    add_options(parser, device="auto", seed=0, warmup=5, prefetch=2, repeats=1)
+    add_options(parser, {"workdir": "keep the stores here"}, workdir=None)
     parser.add_argument(
         "--skip-build", action="store_true", help="reuse the last corpus in --workdir (no timing)"
     )
@@ -246,21 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
 
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="eo-contrast-corpus-bench-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        import torch
-
+    with work_folder(args.workdir, "eo-contrast-corpus-bench-") as workdir:
+        info = machine_info()
         print("corpus build (LocalCluster) and pretraining streamed from the corpus")
-        print(
-            f"machine: {os.cpu_count()} CPU(s), {platform.processor() or platform.machine()}, "
-            f"torch {torch.__version__}"
-        )
+        print(f"machine: {info['cpus']} CPU(s), {info['cpu']}, torch {info['torch']}")
         t0 = time.perf_counter()
         s1, s2 = catalogue(workdir, args.size, args.copies)
         print(
@@ -310,9 +293,6 @@ def main(argv: list[str] | None = None) -> None:
             f"{zs / ms:.3f} (target >= 0.85); peak RSS of the streamed run {max(peaks):.0f} MB "
             "(target < 3 GB)"
         )
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 if __name__ == "__main__":

@@ -48,11 +48,9 @@ Run (about 2 minutes on 2 idle CPU cores with the defaults)::
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,7 +59,8 @@ import numpy as np
 import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_efficiency import machine, make_model, write_cube
+from _common import add_options, machine, make_parser, work_folder
+from embed_efficiency import make_model, write_cube
 
 #: Run in each worker before timing: load the model and run it on one tile
 WARM_UP = """
@@ -112,14 +111,9 @@ def run_on(
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=8192, help="cube side in pixels")
-    parser.add_argument("--chunk", type=int, default=512, help="Zarr/Dask chunk side")
-    parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--width", type=int, default=None, help="fresh model of this width")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=None, help="kept between runs if given")
+    parser = make_parser(__doc__)
+    add_options(parser, size=8192, chunk=512, tile=64, batch_size=64, width=None, repeats=3)
+    add_options(parser, workdir=None)
     args = parser.parse_args(argv)
 
     import logging
@@ -129,74 +123,68 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     from eo_contrast.runtime import allocator_tuned
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="eo_contrast_bench_")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
     clusters: dict[int, tuple[Any, Any]] = {}
-    try:
-        store = write_cube(workdir, args.size, args.chunk)
-        model, model_name = make_model(args.width)
-        model_path = model.save(workdir / "model.safetensors")
-        cube = xr.open_zarr(store)["s1"]
-        n_tiles = (args.size // args.tile) ** 2
-        print(f"machine: {machine('cpu')} (client process); workers: 1 Dask thread, 1 torch thread")
-        print(
-            f"model: {model_name}; cube: {cube.shape} float32 ({cube.nbytes / 1e6:.0f} MB) in "
-            f"{args.chunk}x{args.chunk} chunks on disk ({cube.data.npartitions} chunks); "
-            f"tile {args.tile}, batch {args.batch_size}, {n_tiles} tiles"
-        )
-        for n in (1, 2):
-            t0 = time.perf_counter()
-            clusters[n] = start_cluster(n, model_path, args.tile)
-            tuned = clusters[n][1].run(allocator_tuned)
-            print(f"  cluster of {n} worker(s) started and warmed up in "
-                  f"{time.perf_counter() - t0:.1f} s; allocator thresholds raised in the "
-                  f"workers: {sorted(set(tuned.values()))}")  # fmt: skip
-
-        seconds: dict[int, list[float]] = {1: [], 2: []}
-        busy: dict[int, list[float]] = {1: [], 2: []}
-        client_cpu: dict[int, list[float]] = {1: [], 2: []}
-        for r in range(args.repeats):
-            for n in (1, 2) if r % 2 == 0 else (2, 1):
-                out = workdir / f"embedding-{n}.zarr"
-                wall, cpu, own = run_on(
-                    clusters[n][1], cube, model_path, out, args.tile, args.batch_size
-                )
-                seconds[n].append(wall)
-                busy[n].append(cpu / (wall * n))
-                client_cpu[n].append(own / wall)
+    with work_folder(args.workdir, "eo_contrast_bench_") as workdir:
+        try:
+            store = write_cube(workdir, args.size, args.chunk)
+            model, model_name = make_model(args.width)
+            model_path = model.save(workdir / "model.safetensors")
+            cube = xr.open_zarr(store)["s1"]
+            n_tiles = (args.size // args.tile) ** 2
             print(
-                f"  repeat {r + 1}: 1 worker {n_tiles / seconds[1][-1]:7.1f} tiles/s "
-                f"({seconds[1][-1]:.1f} s, busy {busy[1][-1]:.0%}), 2 workers "
-                f"{n_tiles / seconds[2][-1]:7.1f} tiles/s ({seconds[2][-1]:.1f} s, busy "
-                f"{busy[2][-1]:.0%}); client and scheduler process CPU {client_cpu[1][-1]:.0%} "
-                f"and {client_cpu[2][-1]:.0%} of a core"
+                f"machine: {machine('cpu')} (client process); workers: 1 Dask thread, 1 torch thread"
             )
-        one = xr.open_zarr(workdir / "embedding-1.zarr")["embedding_s1"].values
-        two = xr.open_zarr(workdir / "embedding-2.zarr")["embedding_s1"].values
-        same = bool(np.array_equal(one, two, equal_nan=True))
-        rate1 = n_tiles / statistics.median(seconds[1])
-        rate2 = n_tiles / statistics.median(seconds[2])
-        print(f"1 worker process:      {rate1:8.1f} tiles/s (median of {args.repeats})")
-        print(f"2 worker processes:    {rate2:8.1f} tiles/s (median of {args.repeats})")
-        print(f"scaling:               {rate2 / rate1:8.3f} (target >= 1.7)")
-        print(
-            f"worker CPU use (CPU seconds / wall seconds per worker, median): 1 worker "
-            f"{statistics.median(busy[1]):.0%}, 2 workers {statistics.median(busy[2]):.0%}; "
-            "well under 100 % means the workers waited for a core (a busy machine) or for data"
-        )
-        print(f"same vectors from both clusters: {same}")
-        return {"tiles_per_s_1": rate1, "tiles_per_s_2": rate2, "ratio": rate2 / rate1}
-    finally:
-        for cluster, client in clusters.values():
-            client.close()
-            cluster.close()
-        if tmp is not None:
-            tmp.cleanup()
+            print(
+                f"model: {model_name}; cube: {cube.shape} float32 ({cube.nbytes / 1e6:.0f} MB) in "
+                f"{args.chunk}x{args.chunk} chunks on disk ({cube.data.npartitions} chunks); "
+                f"tile {args.tile}, batch {args.batch_size}, {n_tiles} tiles"
+            )
+            for n in (1, 2):
+                t0 = time.perf_counter()
+                clusters[n] = start_cluster(n, model_path, args.tile)
+                tuned = clusters[n][1].run(allocator_tuned)
+                print(f"  cluster of {n} worker(s) started and warmed up in "
+                      f"{time.perf_counter() - t0:.1f} s; allocator thresholds raised in the "
+                      f"workers: {sorted(set(tuned.values()))}")  # fmt: skip
+
+            seconds: dict[int, list[float]] = {1: [], 2: []}
+            busy: dict[int, list[float]] = {1: [], 2: []}
+            client_cpu: dict[int, list[float]] = {1: [], 2: []}
+            for r in range(args.repeats):
+                for n in (1, 2) if r % 2 == 0 else (2, 1):
+                    out = workdir / f"embedding-{n}.zarr"
+                    wall, cpu, own = run_on(
+                        clusters[n][1], cube, model_path, out, args.tile, args.batch_size
+                    )
+                    seconds[n].append(wall)
+                    busy[n].append(cpu / (wall * n))
+                    client_cpu[n].append(own / wall)
+                print(
+                    f"  repeat {r + 1}: 1 worker {n_tiles / seconds[1][-1]:7.1f} tiles/s "
+                    f"({seconds[1][-1]:.1f} s, busy {busy[1][-1]:.0%}), 2 workers "
+                    f"{n_tiles / seconds[2][-1]:7.1f} tiles/s ({seconds[2][-1]:.1f} s, busy "
+                    f"{busy[2][-1]:.0%}); client and scheduler process CPU {client_cpu[1][-1]:.0%} "
+                    f"and {client_cpu[2][-1]:.0%} of a core"
+                )
+            one = xr.open_zarr(workdir / "embedding-1.zarr")["embedding_s1"].values
+            two = xr.open_zarr(workdir / "embedding-2.zarr")["embedding_s1"].values
+            same = bool(np.array_equal(one, two, equal_nan=True))
+            rate1 = n_tiles / statistics.median(seconds[1])
+            rate2 = n_tiles / statistics.median(seconds[2])
+            print(f"1 worker process:      {rate1:8.1f} tiles/s (median of {args.repeats})")
+            print(f"2 worker processes:    {rate2:8.1f} tiles/s (median of {args.repeats})")
+            print(f"scaling:               {rate2 / rate1:8.3f} (target >= 1.7)")
+            print(
+                f"worker CPU use (CPU seconds / wall seconds per worker, median): 1 worker "
+                f"{statistics.median(busy[1]):.0%}, 2 workers {statistics.median(busy[2]):.0%}; "
+                "well under 100 % means the workers waited for a core (a busy machine) or for data"
+            )
+            print(f"same vectors from both clusters: {same}")
+            return {"tiles_per_s_1": rate1, "tiles_per_s_2": rate2, "ratio": rate2 / rate1}
+        finally:
+            for cluster, client in clusters.values():
+                client.close()
+                cluster.close()
 
 
 if __name__ == "__main__":

@@ -43,12 +43,10 @@ Run (under a minute on 2 idle CPU cores with the defaults)::
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import shutil
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +54,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_options, machine, make_parser, work_folder
 
 #: UTM 30N, 10 m pixels
 CRS = "EPSG:32630"
@@ -129,21 +130,6 @@ def make_model(width: int | None) -> tuple[Any, str]:
     return model, f"DualEncoder({{'s1': ['vv', 'vh']}}, width={width})"
 
 
-def machine(device: str) -> str:
-    """One line describing where this runs."""
-    import torch
-
-    from eo_contrast.models.device import resolve_device
-    from eo_contrast.runtime import allocator_tuned
-
-    allocator = "glibc thresholds raised" if allocator_tuned() else "allocator as started"
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
-        f"device {resolve_device(device)}, {allocator}"
-    )
-
-
 def tiles_in_memory(cube: xr.DataArray, tile: int) -> np.ndarray:
     """All whole ``tile`` x ``tile`` tiles of ``cube`` ``(N, band, tile, tile)``, row-major."""
     arr = np.asarray(cube.values, dtype=np.float32)
@@ -210,22 +196,16 @@ def run_memory(model: Any, batches: list[Any], streams: int = 1) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=4096, help="cube side in pixels")
-    parser.add_argument("--chunk", type=int, default=1024, help="Zarr/Dask chunk side")
-    parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--width", type=int, default=None, help="fresh model of this width")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = make_parser(__doc__)
+    add_options(parser, size=4096, chunk=1024, tile=64, batch_size=64, width=None, device="cpu")
+    add_options(parser, threads=os.cpu_count() or 1, repeats=3)
     parser.add_argument(
         "--streams",
         type=int,
         default=os.cpu_count() or 1,
         help="threads of the multi-stream in-memory baseline (CPU; 1 leaves it out)",
     )
-    parser.add_argument("--workdir", type=Path, default=None, help="kept between runs if given")
+    add_options(parser, workdir=None)
     args = parser.parse_args(argv)
 
     import torch
@@ -239,14 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model, model_name = make_model(args.width)
     dev = resolve_device(args.device)
     model = model.to(dev)
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="eo_contrast_bench_")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_folder(args.workdir, "eo_contrast_bench_") as workdir:
         store = write_cube(workdir, args.size, args.chunk)
         cube = xr.open_zarr(store)["s1"]
         tiles = tiles_in_memory(cube, args.tile)
@@ -313,9 +286,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "memory_streams_tiles_per_s": rate.get("streams", float("nan")),
             "efficiency": rate["zarr"] / best,
         }
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 if __name__ == "__main__":

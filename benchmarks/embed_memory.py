@@ -27,12 +27,11 @@ Run (about 3 minutes on 2 idle CPU cores with the defaults; it must stay under 8
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
-import platform
 import resource
+import sys
 import tempfile
 import threading
 import time
@@ -43,6 +42,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_options, machine_info, make_parser
 
 #: Mean reflectance of (water, land) per S2 band of the default encoder (B01 .. B12)
 S2_MEANS = {
@@ -160,15 +162,12 @@ class RssSampler:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--gib", type=float, default=16.0, help="cube size (GiB, at least)")
     parser.add_argument("--sensor", choices=("s1", "s2"), default="s1")
-    parser.add_argument("--chunk", type=int, default=1024, help="Dask chunk side (pixels)")
-    parser.add_argument("--tile", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--width", type=int, default=4, help="encoder width (tiny)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    helps = {"chunk": "Dask chunk side (pixels)", "width": "encoder width (tiny)"}
+    add_options(parser, helps, chunk=1024, tile=256, batch_size=16, width=4, device="cpu")
+    add_options(parser, threads=os.cpu_count() or 1)
     parser.add_argument("--limit-gb", type=float, default=2.0, help="target peak RSS (GB)")
     args = parser.parse_args(argv)
 
@@ -188,10 +187,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cube = lazy_cube(args.sensor, size, args.chunk)
     model = DualEncoder({args.sensor: list(cube.band.values)}, width=args.width, seed=0).eval()
     ntiles = (size // args.tile) ** 2
+    info = machine_info()
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"{psutil.virtual_memory().total / 1e9:.1f} GB RAM, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, device {args.device}, allocator thresholds "
+        f"machine: {info['machine']}, {info['cpus']} cores, "
+        f"{psutil.virtual_memory().total / 1e9:.1f} GB RAM, torch {info['torch']} with "
+        f"{info['torch_threads']} threads, device {args.device}, allocator thresholds "
         f"raised: {tuned}"
     )
     print(

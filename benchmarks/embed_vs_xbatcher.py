@@ -33,12 +33,10 @@ Run (under 2 minutes on 2 idle CPU cores with the defaults)::
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,8 @@ import numpy as np
 import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed_efficiency import machine, make_model, run_embed, write_cube
+from _common import add_options, machine, make_parser, work_folder
+from embed_efficiency import make_model, run_embed, write_cube
 
 
 def run_xbatcher(
@@ -83,17 +82,11 @@ def run_xbatcher(
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=2048, help="cube side in pixels")
-    parser.add_argument("--chunk", type=int, default=512, help="Zarr/Dask chunk side")
-    parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--width", type=int, default=None, help="fresh model of this width")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = make_parser(__doc__)
+    add_options(parser, size=2048, chunk=512, tile=64, batch_size=64, width=None, device="cpu")
+    add_options(parser, threads=os.cpu_count() or 1, repeats=3)
     parser.add_argument("--peer-dask", action="store_true", help="peer reads via Dask chunks")
-    parser.add_argument("--workdir", type=Path, default=None, help="kept between runs if given")
+    add_options(parser, workdir=None)
     args = parser.parse_args(argv)
 
     import torch
@@ -105,14 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     tune_allocator()  # process-wide: the xbatcher side runs with it too
     model, model_name = make_model(args.width)
     model = model.to(resolve_device(args.device))
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="eo_contrast_bench_")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_folder(args.workdir, "eo_contrast_bench_") as workdir:
         store = write_cube(workdir, args.size, args.chunk)
         ours_cube = xr.open_zarr(store)["s1"]
         peer_cube = xr.open_zarr(store, chunks={} if args.peer_dask else None)["s1"]
@@ -156,9 +142,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"ratio eo_contrast / xbatcher:     {o_rate / p_rate:8.2f}x (target >= 3)")
         print(f"max |difference| between the two outputs: {err:.2e}")
         return {"ours_tiles_per_s": o_rate, "peer_tiles_per_s": p_rate}
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 if __name__ == "__main__":

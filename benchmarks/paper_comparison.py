@@ -55,8 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -67,6 +65,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info
 
 ENCODERS: tuple[str, ...] = ("multimodal", "simclr", "random")
 FLOOD_CLASSES = ["dry", "water"]
@@ -123,10 +124,10 @@ class Data:
 def load_data(cfg: Config) -> Data:
     """Pretraining pairs and the three evaluation datasets."""
     import eo_contrast as ec
-    from eo_contrast.pipelines.default_weights import _bigearthnet_root, default_training_data
+    from eo_contrast.pipelines.default_weights import bigearthnet_root, default_training_data
 
     data_dir = Path(cfg.data)
-    ben_root = _bigearthnet_root(data_dir)
+    ben_root = bigearthnet_root(data_dir)
     if cfg.pairs:
         pairs = xr.open_zarr(cfg.pairs)[["s1", "s2"]]
         description = f"paired Zarr store {cfg.pairs} ({pairs.sizes['pair']} pairs)"
@@ -845,16 +846,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, Path]:
 
 
 def _environment() -> dict[str, Any]:
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    info = machine_info()
+    return {k: info[k] for k in ("python", "torch", "machine", "cpus", "torch_threads", "cuda")}
 
 
 def _json_safe(value: Any) -> Any:

@@ -30,16 +30,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_options, machine_info, make_parser, work_folder
 
 
 def build_store(workdir: Path, size: int, chunk: int) -> xr.Dataset:
@@ -57,9 +58,9 @@ def build_store(workdir: Path, size: int, chunk: int) -> xr.Dataset:
 
 def _model_like(pairs: xr.Dataset, args: argparse.Namespace) -> Any:
     """A fresh model built as ``pretrain`` builds it (same bands, seed, layout)."""
-    from eo_contrast.training import _build_model
+    from eo_contrast.training import build_model
 
-    return _build_model(
+    return build_model(
         pairs, ("s1", "s2"), "multimodal", args.encoder, args.stem, args.seed, 0.07, 128
     )
 
@@ -147,7 +148,7 @@ def run_memory(
     """The step of ``pretrain``, fed from ``batches``; steady-state pairs/s by wall clock."""
     import torch
 
-    from eo_contrast.training import _lr_at, _optimizer, train_step
+    from eo_contrast.training import lr_at, optimizer_for, train_step
 
     cuda = device.type == "cuda"
     model.to(device)
@@ -155,12 +156,12 @@ def run_memory(
         model.to(memory_format=torch.channels_last)
     model.train()
     lr, warmup_steps = 1e-3, round(0.05 * total)
-    optimizer = _optimizer(model, lr, 0.05, fused=cuda)
+    optimizer = optimizer_for(model, lr, 0.05, fused=cuda)
     pending: list[Any] = []
 
     def step(i: int) -> None:
         a, b = batches[i % len(batches)]
-        lr_now = _lr_at(i, lr, warmup_steps, total)
+        lr_now = lr_at(i, lr, warmup_steps, total)
         pending.append(train_step(model, optimizer, a, b, lr_now, cuda=cuda))
         if len(pending) >= args.log_every:
             torch.stack(pending).float().cpu().tolist()
@@ -181,24 +182,15 @@ def run_memory(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=512, help="scene edge in pixels")
-    parser.add_argument("--chunk", type=int, default=256, help="Zarr/Dask chunk edge (pixels)")
-    parser.add_argument("--tile", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=12, help="timed updates per run")
-    parser.add_argument("--warmup", type=int, default=4, help="untimed updates first")
-    parser.add_argument("--encoder", default="resnet18", choices=("resnet18", "resnet50"))
-    parser.add_argument("--stem", default="imagenet", choices=("imagenet", "small"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--prefetch", type=int, default=2)
-    parser.add_argument("--log-every", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the store here")
-    args = parser.parse_args(argv)
-
-    import torch
+    p = make_parser(__doc__)
+    helps = {"size": "scene edge in pixels", "chunk": "Zarr/Dask chunk edge (pixels)"}
+    add_options(p, helps, size=512, chunk=256, tile=64, batch_size=32)
+    p.add_argument("--steps", type=int, default=12, help="timed updates per run")
+    add_options(p, warmup=4, encoder="resnet18", stem="imagenet", device="auto", repeats=3)
+    add_options(p, prefetch=2)
+    p.add_argument("--log-every", type=int, default=1)
+    add_options(p, {"workdir": "keep the store here"}, seed=0, workdir=None)
+    args = p.parse_args(argv)
 
     from eo_contrast.models import resolve_device
     from eo_contrast.runtime import tune_allocator
@@ -207,19 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     tune_allocator()
     device = resolve_device(args.device)
     args.device = str(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
+    info = machine_info(device)
+    name = info["device_name"]
 
-    tmp = None
-    if args.workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="eo-contrast-bench-")
-        workdir = Path(tmp.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_folder(args.workdir, "eo-contrast-bench-") as workdir:
         t0 = time.perf_counter()
         pairs = build_store(workdir, args.size, args.chunk)
         build_s = time.perf_counter() - t0
@@ -236,8 +219,8 @@ def main(argv: list[str] | None = None) -> None:
 
         print("pretrain throughput: Zarr on disk -> tiles -> step vs. tensors in memory")
         print(
-            f"machine: {os.cpu_count()} CPU(s), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads, device {device} ({name})"
+            f"machine: {info['cpus']} CPU(s), torch {info['torch']}, "
+            f"{info['torch_threads']} torch threads, device {device} ({name})"
         )
         print(
             f"data: {dict(pairs.sizes)} Zarr chunks {args.chunk} px, built in {build_s:.1f} s; "
@@ -282,9 +265,6 @@ def main(argv: list[str] | None = None) -> None:
             f"in-memory update {1e3 * args.batch_size / mm:.0f} ms: ratio >= {bound:.3f} even "
             "with no overlap of reading and training"
         )
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
 
 if __name__ == "__main__":

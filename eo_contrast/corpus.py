@@ -58,8 +58,23 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from eo_contrast._io.remote import store_state
+from eo_contrast._io.resumable import (
+    PROGRESS_GROUP,
+    STATUS_ATTR,
+    check_target,
+    create_flags,
+    finish,
+    progress_group,
+    read_flags,
+    record_path,
+    run_tasks,
+    set_flag,
+)
+from eo_contrast._io.urls import store_url, zarr_kw
 from eo_contrast.cube import S1_BANDS, S2_BANDS, canonical_band_name
 from eo_contrast.pairing import match_times, parse_max_dt
+from eo_contrast.stac import band_recipes, footprint, nominal_datetime
 
 __all__ = [
     "CLOUD_CLASSES",
@@ -173,9 +188,7 @@ def _asset_res(item: Any, asset: Mapping[str, Any]) -> float | None:
 
 
 def _recipes(item: Any) -> dict[str, Any]:
-    from eo_contrast.stac import _band_recipes
-
-    return _band_recipes(item, None)[0]
+    return band_recipes(item, None)[0]
 
 
 def _s2_bands(items: list[Any], bands: Sequence[str] | None) -> list[str]:
@@ -204,8 +217,6 @@ def _s2_bands(items: list[Any], bands: Sequence[str] | None) -> list[str]:
 
 
 def _scene(item: Any, bands: list[str], cloud_band: str | None) -> _Scene:
-    from eo_contrast.stac import _footprint, _nominal_datetime
-
     recipes = _recipes(item)
     missing = [b for b in bands if b not in recipes]
     if missing:
@@ -243,8 +254,8 @@ def _scene(item: Any, bands: list[str], cloud_band: str | None) -> _Scene:
     return _Scene(
         item=item,
         id=str(item.id),
-        time=_naive_utc(_nominal_datetime(item)),
-        footprint=_footprint(item),
+        time=_naive_utc(nominal_datetime(item)),
+        footprint=footprint(item),
         epsg=int(epsg),
         res=float(res),
         origin=origin,
@@ -257,8 +268,6 @@ def _scene(item: Any, bands: list[str], cloud_band: str | None) -> _Scene:
 def _passes(items: list[Any], bands: list[str]) -> list[_Pass]:
     """S1 Items grouped into passes: same platform and orbit direction, gaps < 10 min."""
     from shapely import union_all
-
-    from eo_contrast.stac import _footprint, _nominal_datetime
 
     rows = []
     for item in items:
@@ -274,7 +283,7 @@ def _passes(items: list[Any], bands: list[str]) -> list[_Pass]:
             str(item.properties.get("platform") or "").lower(),
             str(item.properties.get("sat:orbit_state") or "").lower(),
         )
-        rows.append((key, _naive_utc(_nominal_datetime(item)), str(item.id), item))
+        rows.append((key, _naive_utc(nominal_datetime(item)), str(item.id), item))
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     groups: list[list[tuple[Any, ...]]] = []
     for row in rows:
@@ -288,7 +297,7 @@ def _passes(items: list[Any], bands: list[str]) -> list[_Pass]:
             items=tuple(r[3] for r in g),
             ids=",".join(sorted(r[2] for r in g)),
             time=min(r[1] for r in g),
-            footprint=union_all([_footprint(r[3]) for r in g]),
+            footprint=union_all([footprint(r[3]) for r in g]),
         )
         for g in groups
     ]
@@ -469,11 +478,60 @@ def _plan(
     s2_bands: Sequence[str] | None,
     cloud_band: str | None,
 ) -> _Plan:
-    import shapely
-    from pyproj import Transformer
     from shapely import union_all
 
     td = parse_max_dt(max_dt)
+    chip, b1 = _check_plan_args(chip, max_nan_fraction, seed, s1_bands)
+    s1_list = _read_source(s1_items, "s1_items")
+    s2_list = _read_source(s2_items, "s2_items")
+    b2 = _s2_bands(s2_list, s2_bands)
+    scenes = sorted((_scene(it, b2, cloud_band) for it in s2_list), key=lambda s: (s.time, s.id))
+    if len({s.id for s in scenes}) != len(scenes):
+        raise ValueError("s2_items holds the same Item id twice: remove the duplicates")
+    passes = _passes(s1_list, b1)
+
+    region_geom = _geometry(region, "region") if region is not None else None
+    s2_union = union_all([s.footprint for s in scenes])
+    points, areas, description = _sampling(sample, region_geom, s2_union, seed)
+
+    need = 1.0 - float(max_nan_fraction)
+    by_location: dict[str, list[int]] = {}
+    for j, s in enumerate(scenes):
+        by_location.setdefault(s.location, []).append(j)
+    t_pass = np.array([p.time.value for p in passes], dtype=np.int64)
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("scene", "pass", "x0", "y0", "sample", "location", "block")
+    }
+    for location in sorted(by_location):
+        _location_chips(
+            columns, location, by_location[location], scenes, passes, t_pass,
+            td=td, areas=areas, points=points, chip=chip, need=need, one_to_one=one_to_one,
+        )  # fmt: skip
+    if not columns["scene"]:
+        raise ValueError(_no_chip_message(scenes, passes, td, region_geom, points, areas))
+    df = pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()})
+    df = _order_chips(df, scenes, points, areas)
+    return _Plan(
+        chips=_chip_table(df, scenes, passes, chip),
+        scenes=scenes,
+        passes=passes,
+        s1_bands=b1,
+        s2_bands=b2,
+        settings={
+            "chip": chip,
+            "max_dt": str(td),
+            "one_to_one": int(bool(one_to_one)),
+            "max_nan_fraction": float(max_nan_fraction),
+            "sampling": description,
+            "seed": int(seed),
+        },
+    )
+
+
+def _check_plan_args(
+    chip: Any, max_nan_fraction: Any, seed: Any, s1_bands: Sequence[str]
+) -> tuple[int, list[str]]:
+    """The chip size as an int and the canonical S1 band names; ValueError for bad settings."""
     if isinstance(chip, bool) or not isinstance(chip, int | np.integer) or chip < 8:
         raise ValueError(f"chip must be an int >= 8 (pixels a side), got {chip!r}")
     if not (_is_number(max_nan_fraction) and 0 <= max_nan_fraction <= 1):
@@ -488,16 +546,13 @@ def _plan(
             f"s1_bands={list(s1_bands)!r}: {wrong or 'none'} are not Sentinel-1 polarisations; "
             f"use names from {list(S1_BANDS)}"
         )
-    s1_list = _read_source(s1_items, "s1_items")
-    s2_list = _read_source(s2_items, "s2_items")
-    b2 = _s2_bands(s2_list, s2_bands)
-    scenes = sorted((_scene(it, b2, cloud_band) for it in s2_list), key=lambda s: (s.time, s.id))
-    if len({s.id for s in scenes}) != len(scenes):
-        raise ValueError("s2_items holds the same Item id twice: remove the duplicates")
-    passes = _passes(s1_list, b1)
+    return chip, b1
 
-    region_geom = _geometry(region, "region") if region is not None else None
-    s2_union = union_all([s.footprint for s in scenes])
+
+def _sampling(
+    sample: Any, region_geom: Any, s2_union: Any, seed: int
+) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]], str]:
+    """The sampling points and areas (numbered by sample, inside ``region_geom``) and its name."""
     points: list[tuple[int, Any]] = []
     areas: list[tuple[int, Any]] = []
     if sample is None or (isinstance(sample, str) and sample == "grid"):
@@ -521,95 +576,113 @@ def _plan(
     if region_geom is not None:
         points = [(k, p) for k, p in points if region_geom.covers(p)]
         areas = [(k, a.intersection(region_geom)) for k, a in areas]
+    return points, areas, description
 
-    need = 1.0 - float(max_nan_fraction)
-    by_location: dict[str, list[int]] = {}
-    for j, s in enumerate(scenes):
-        by_location.setdefault(s.location, []).append(j)
-    t_pass = np.array([p.time.value for p in passes], dtype=np.int64)
-    columns: dict[str, list[Any]] = {
-        k: [] for k in ("scene", "pass", "x0", "y0", "sample", "location", "block")
-    }
-    for location in sorted(by_location):
-        members = by_location[location]
-        epsg, res = scenes[members[0]].epsg, scenes[members[0]].res
-        members = [j for j in members if (scenes[j].epsg, scenes[j].res) == (epsg, res)]
-        step = chip * res
-        loc_union = union_all([scenes[j].footprint for j in members])
-        t_scenes = np.array([scenes[j].time.value for j in members], dtype=np.int64)
-        near = np.flatnonzero(
-            (t_pass >= t_scenes.min() - td.value) & (t_pass <= t_scenes.max() + td.value)
-        )
-        near = np.array([i for i in near if passes[i].footprint.intersects(loc_union)], int)
-        if not len(near):
-            continue
-        loc_proj = _to_crs(loc_union, epsg)
-        xs: list[np.ndarray] = []
-        ys: list[np.ndarray] = []
-        ks: list[np.ndarray] = []
-        for k, area in areas:
-            gx, gy = _lattice(_to_crs(area, epsg).intersection(loc_proj), step)
-            xs.append(gx)
-            ys.append(gy)
-            ks.append(np.full(len(gx), k))
-        if points:
-            tr = Transformer.from_crs(4326, epsg, always_xy=True)
-            lon = np.array([p.x for _, p in points])
-            lat = np.array([p.y for _, p in points])
-            px, py = tr.transform(lon, lat)
-            inside = shapely.contains_xy(loc_proj, px, py)
-            half = chip * res / 2
-            xs.append(np.round((px[inside] - half) / res) * res)
-            ys.append(np.round((py[inside] + half) / res) * res)
-            ks.append(np.array([k for k, _ in points])[inside])
-        if not xs:
-            continue
-        x0 = np.concatenate(xs)
-        y0 = np.concatenate(ys)
-        kk = np.concatenate(ks).astype(np.int64)
-        if not len(x0):
-            continue
-        boxes = shapely.box(x0, y0 - step, x0 + step, y0)
-        tree = shapely.STRtree(boxes)
-        cov2 = np.stack(
-            [_coverage(boxes, tree, _to_crs(scenes[j].footprint, epsg), need) for j in members],
-            axis=1,
-        )
-        cov1 = np.stack(
-            [_coverage(boxes, tree, _to_crs(passes[i].footprint, epsg), need) for i in near],
-            axis=1,
-        )
-        # one S2 scene per acquisition time at a chip position (overlapping tiles of one pass)
-        _, first = np.unique(t_scenes, return_index=True)
-        dup = np.ones(len(members), bool)
-        dup[first] = False
-        cov2[:, dup] = False  # members are sorted by (time, id): the first id of a time wins
-        has = cov2.any(axis=1) & cov1.any(axis=1)
-        if not has.any():
-            continue
-        rows = np.flatnonzero(has)
-        signature = np.concatenate([np.packbits(cov2[rows], 1), np.packbits(cov1[rows], 1)], 1)
-        uniq, inverse = np.unique(signature, axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        for u in range(len(uniq)):
-            sel = rows[inverse == u]
-            jj = np.flatnonzero(cov2[sel[0]])
-            ii = np.flatnonzero(cov1[sel[0]])
-            matches = match_times(t_pass[near[ii]], t_scenes[jj], td, one_to_one=one_to_one)
-            for j_local, i_local in matches:
-                n = len(sel)
-                columns["scene"].append(np.full(n, members[jj[j_local]]))
-                columns["pass"].append(np.full(n, near[ii[i_local]]))
-                columns["x0"].append(x0[sel])
-                columns["y0"].append(y0[sel])
-                columns["sample"].append(kk[sel])
-                columns["location"].append(np.full(n, location, dtype=object))
-                # coarse blocks of chips, north to south, then west to east: read together
-                block = max(_BLOCK_PX, 8 * chip) * res
-                columns["block"].append(np.floor(x0[sel] / block) - 1e9 * np.floor(y0[sel] / block))
-    if not columns["scene"]:
-        raise ValueError(_no_chip_message(scenes, passes, td, region_geom, points, areas))
-    df = pd.DataFrame({k: np.concatenate(v) for k, v in columns.items()})
+
+def _location_chips(
+    columns: dict[str, list[Any]],
+    location: str,
+    members: list[int],
+    scenes: list[_Scene],
+    passes: list[_Pass],
+    t_pass: np.ndarray,
+    *,
+    td: pd.Timedelta,
+    areas: list[tuple[int, Any]],
+    points: list[tuple[int, Any]],
+    chip: int,
+    need: float,
+    one_to_one: bool,
+) -> None:
+    """Append to ``columns`` the chips of the S2 scenes of one location and their S1 matches."""
+    import shapely
+    from pyproj import Transformer
+    from shapely import union_all
+
+    epsg, res = scenes[members[0]].epsg, scenes[members[0]].res
+    members = [j for j in members if (scenes[j].epsg, scenes[j].res) == (epsg, res)]
+    step = chip * res
+    loc_union = union_all([scenes[j].footprint for j in members])
+    t_scenes = np.array([scenes[j].time.value for j in members], dtype=np.int64)
+    near = np.flatnonzero(
+        (t_pass >= t_scenes.min() - td.value) & (t_pass <= t_scenes.max() + td.value)
+    )
+    near = np.array([i for i in near if passes[i].footprint.intersects(loc_union)], int)
+    if not len(near):
+        return
+    loc_proj = _to_crs(loc_union, epsg)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    ks: list[np.ndarray] = []
+    for k, area in areas:
+        gx, gy = _lattice(_to_crs(area, epsg).intersection(loc_proj), step)
+        xs.append(gx)
+        ys.append(gy)
+        ks.append(np.full(len(gx), k))
+    if points:
+        tr = Transformer.from_crs(4326, epsg, always_xy=True)
+        lon = np.array([p.x for _, p in points])
+        lat = np.array([p.y for _, p in points])
+        px, py = tr.transform(lon, lat)
+        inside = shapely.contains_xy(loc_proj, px, py)
+        half = chip * res / 2
+        xs.append(np.round((px[inside] - half) / res) * res)
+        ys.append(np.round((py[inside] + half) / res) * res)
+        ks.append(np.array([k for k, _ in points])[inside])
+    if not xs:
+        return
+    x0 = np.concatenate(xs)
+    y0 = np.concatenate(ys)
+    kk = np.concatenate(ks).astype(np.int64)
+    if not len(x0):
+        return
+    boxes = shapely.box(x0, y0 - step, x0 + step, y0)
+    tree = shapely.STRtree(boxes)
+    cov2 = np.stack(
+        [_coverage(boxes, tree, _to_crs(scenes[j].footprint, epsg), need) for j in members],
+        axis=1,
+    )
+    cov1 = np.stack(
+        [_coverage(boxes, tree, _to_crs(passes[i].footprint, epsg), need) for i in near],
+        axis=1,
+    )
+    # one S2 scene per acquisition time at a chip position (overlapping tiles of one pass)
+    _, first = np.unique(t_scenes, return_index=True)
+    dup = np.ones(len(members), bool)
+    dup[first] = False
+    cov2[:, dup] = False  # members are sorted by (time, id): the first id of a time wins
+    has = cov2.any(axis=1) & cov1.any(axis=1)
+    if not has.any():
+        return
+    rows = np.flatnonzero(has)
+    signature = np.concatenate([np.packbits(cov2[rows], 1), np.packbits(cov1[rows], 1)], 1)
+    uniq, inverse = np.unique(signature, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    for u in range(len(uniq)):
+        sel = rows[inverse == u]
+        jj = np.flatnonzero(cov2[sel[0]])
+        ii = np.flatnonzero(cov1[sel[0]])
+        matches = match_times(t_pass[near[ii]], t_scenes[jj], td, one_to_one=one_to_one)
+        for j_local, i_local in matches:
+            n = len(sel)
+            columns["scene"].append(np.full(n, members[jj[j_local]]))
+            columns["pass"].append(np.full(n, near[ii[i_local]]))
+            columns["x0"].append(x0[sel])
+            columns["y0"].append(y0[sel])
+            columns["sample"].append(kk[sel])
+            columns["location"].append(np.full(n, location, dtype=object))
+            # coarse blocks of chips, north to south, then west to east: read together
+            block = max(_BLOCK_PX, 8 * chip) * res
+            columns["block"].append(np.floor(x0[sel] / block) - 1e9 * np.floor(y0[sel] / block))
+
+
+def _order_chips(
+    df: pd.DataFrame,
+    scenes: list[_Scene],
+    points: list[tuple[int, Any]],
+    areas: list[tuple[int, Any]],
+) -> pd.DataFrame:
+    """The chips once each, in the corpus's order (S2 time, S2 item, block, row, column)."""
     df["s2_time"] = np.array([scenes[j].time.value for j in df["scene"]], "datetime64[ns]")
     df["s2_item"] = [scenes[j].id for j in df["scene"]]
     # overlapping tiles of one pass, areas that overlap, points seen by two CRSs: once each
@@ -624,21 +697,7 @@ def _plan(
         ascending=[True, True, True, False, True, True],
         kind="stable",
     ).reset_index(drop=True)
-    return _Plan(
-        chips=_chip_table(df, scenes, passes, chip),
-        scenes=scenes,
-        passes=passes,
-        s1_bands=b1,
-        s2_bands=b2,
-        settings={
-            "chip": chip,
-            "max_dt": str(td),
-            "one_to_one": int(bool(one_to_one)),
-            "max_nan_fraction": float(max_nan_fraction),
-            "sampling": description,
-            "seed": int(seed),
-        },
-    )
+    return df
 
 
 def _no_chip_message(
@@ -738,8 +797,6 @@ def _s1_sources(
     """Per chip: the ids of its pass's slices that cover it, and the earliest of their times."""
     import shapely
 
-    from eo_contrast.stac import _footprint, _nominal_datetime
-
     ids = np.empty(len(df), dtype=object)
     times = np.empty(len(df), dtype="datetime64[ns]")
     # chip boxes in lon/lat, a little larger than the chip (metres -> degrees, roughly)
@@ -752,8 +809,8 @@ def _s1_sources(
     for i in np.unique(pass_of):
         rows = np.flatnonzero(pass_of == i)
         items = sorted(passes[i].items, key=lambda it: str(it.id))
-        t = np.array([_naive_utc(_nominal_datetime(it)).value for it in items], np.int64)
-        cover = np.stack([shapely.intersects(boxes[rows], _footprint(it)) for it in items], 1)
+        t = np.array([_naive_utc(nominal_datetime(it)).value for it in items], np.int64)
+        cover = np.stack([shapely.intersects(boxes[rows], footprint(it)) for it in items], 1)
         cover[~cover.any(axis=1)] = True  # footprints that only touch: all slices of the pass
         for key in np.unique(cover, axis=0):
             sel = rows[(cover == key).all(axis=1)]
@@ -1049,7 +1106,6 @@ def _run_unit(
     import zarr
 
     from eo_contrast.runtime import tune_allocator
-    from eo_contrast.store import PROGRESS_GROUP
 
     tune_allocator()
 
@@ -1090,17 +1146,15 @@ def _run_unit(
     stop = start + n
     zarr.open_array(url, path="s1", mode="r+", zarr_format=3, **zkw)[start:stop] = out1
     zarr.open_array(url, path="s2", mode="r+", zarr_format=3, **zkw)[start:stop] = out2
-    prog = f"{PROGRESS_GROUP}"
-    zarr.open_array(url, path=f"{prog}/{_PROGRESS_CHIPS}", mode="r+", zarr_format=3, **zkw)[
+    zarr.open_array(url, path=record_path(_PROGRESS_CHIPS), mode="r+", zarr_format=3, **zkw)[
         start:stop
     ] = record
     for name, values in (("s1", out1), ("s2", out2)):
-        zarr.open_array(url, path=f"{prog}/{name}_stats", mode="r+", zarr_format=3, **zkw)[unit] = (
-            _fraction_stats(values[valid])
+        stats = zarr.open_array(
+            url, path=record_path(f"{name}_stats"), mode="r+", zarr_format=3, **zkw
         )
-    zarr.open_array(url, path=f"{prog}/{_PROGRESS_UNITS}", mode="r+", zarr_format=3, **zkw)[
-        unit
-    ] = 1
+        stats[unit] = _fraction_stats(values[valid])
+    set_flag(url, zkw, _PROGRESS_UNITS, unit)
     return int(valid.sum())
 
 
@@ -1198,16 +1252,9 @@ def _template(
 
 
 def _create_progress(url: str, zkw: dict[str, Any], n: int, shard: int, nb: tuple) -> None:
-    import zarr
-
-    from eo_contrast.store import PROGRESS_GROUP
-
-    group = zarr.open_group(url, mode="r+", use_consolidated=False, zarr_format=3, **zkw)
-    prog = group.require_group(PROGRESS_GROUP)
+    prog = progress_group(url, zkw)
     units = math.ceil(n / shard)
-    prog.create_array(
-        _PROGRESS_UNITS, shape=(units,), chunks=(1,), dtype="uint8", fill_value=0, overwrite=True
-    )
+    create_flags(prog, _PROGRESS_UNITS, (units,))
     prog.create_array(
         _PROGRESS_CHIPS,
         shape=(n, 4),
@@ -1230,8 +1277,6 @@ def _create_progress(url: str, zkw: dict[str, Any], n: int, shard: int, nb: tupl
 def _finish_corpus(url: str, zkw: dict[str, Any], n_units: int) -> None:
     """Per-chip results and band statistics from the progress records; store complete."""
     import zarr
-
-    from eo_contrast.store import PROGRESS_GROUP, _finish
 
     group: Any = zarr.open_group(url, mode="r+", use_consolidated=False, zarr_format=3, **zkw)
     prog = group[PROGRESS_GROUP]
@@ -1257,7 +1302,7 @@ def _finish_corpus(url: str, zkw: dict[str, Any], n_units: int) -> None:
             }
         )
     group.attrs.update({"n_valid": int(valid.sum())})
-    _finish(url, zkw)
+    finish(url, zkw)
 
 
 def _check_fraction(name: str, value: Any) -> float:
@@ -1414,15 +1459,6 @@ def build_corpus(
     >>> corpus.s1.attrs["mean"], corpus.s2.attrs["mean"]
     ([-9.0, -15.0], [0.1, 0.3])
     """
-    from eo_contrast.store import (
-        STATUS_ATTR,
-        _check_bucket,
-        _compute,
-        _store_state,
-        _store_url,
-        _zarr_kw,
-    )
-
     if mode not in ("w-", "w"):
         raise ValueError(f"mode={mode!r}: use 'w-' (refuse an existing store) or 'w' (overwrite)")
     if resume and mode == "w":
@@ -1432,8 +1468,8 @@ def build_corpus(
     max_nan = _check_fraction("max_nan_fraction", max_nan_fraction)
     max_cloud = _check_fraction("max_cloud_fraction", max_cloud_fraction)
     classes = [int(c) for c in cloud_classes]
-    url = _store_url(store)
-    zkw = _zarr_kw(url, storage_options)
+    url = store_url(store)
+    zkw = zarr_kw(url, storage_options)
 
     plan = _plan(
         s1_items,
@@ -1449,21 +1485,11 @@ def build_corpus(
         s2_bands=s2_bands,
         cloud_band=cloud_band,
     )
-    chips = plan.chips
-    n = len(chips)
-    c = int(plan.settings["chip"])
-    nb_max = max(len(plan.s1_bands), len(plan.s2_bands))
-    shard = _shard_chips(chips_per_shard, c, len(plan.s1_bands) + len(plan.s2_bands), n, nb_max)
-    inner = _chunk_chips(shard, c, nb_max)
+    n = len(plan.chips)
+    shard, inner, settings = _build_settings(
+        plan, chips_per_shard, max_cloud=max_cloud, cloud_band=cloud_band, classes=classes
+    )
     n_units = math.ceil(n / shard)
-    settings = {
-        **plan.settings,
-        "max_cloud_fraction": max_cloud,
-        "cloud_band": cloud_band or "",
-        "cloud_classes": classes,
-        "chips_per_shard": shard,
-        "chips_per_chunk": inner,
-    }
     fingerprint = _plan_hash(plan, settings)
     attrs = {
         "eo_contrast_format": CORPUS_FORMAT,
@@ -1475,64 +1501,19 @@ def build_corpus(
         STATUS_ATTR: "incomplete",
     }
 
-    state = _store_state(url, storage_options)
     done = np.zeros(n_units, bool)
     init = True
-    if state == "other":
-        raise ValueError(f"{url!r} exists and is not a Zarr store: pick a new path")
-    if state == "missing":
-        _check_bucket(url, storage_options)
-    elif resume:
-        import zarr
-
-        group: Any = zarr.open_group(url, mode="r", use_consolidated=False, **zkw)
-        old = dict(group.attrs)
-        if old.get("eo_contrast_format") != CORPUS_FORMAT:
-            raise ValueError(
-                f"cannot resume {url!r}: it is not a corpus written by build_corpus; pass "
-                "mode='w' to overwrite it"
-            )
-        if old.get("plan_fingerprint") != fingerprint:
-            raise ValueError(
-                f"cannot resume {url!r}: it was planned from other inputs or settings (its "
-                "chips differ from this call's); resume with the same items and settings, or "
-                "pass mode='w' to overwrite it"
-            )
-        if old.get(STATUS_ATTR) == "complete":
+    if check_target(url, storage_options, mode=mode, resume=resume, job="build"):
+        if _check_resumable(url, zkw, fingerprint):
             return open_corpus(url, storage_options=storage_options)
-        init = False
-        from eo_contrast.store import PROGRESS_GROUP
-
-        try:
-            flags = group[f"{PROGRESS_GROUP}/{_PROGRESS_UNITS}"]
-            done = np.asarray(flags[...]).astype(bool)
-        except KeyError:  # killed before the records existed
-            init = True
-    elif mode == "w-":
-        raise FileExistsError(
-            f"Zarr store {url!r} already exists: pass mode='w' to overwrite, or resume=True to "
-            "finish an interrupted build"
-        )
-
+        flags = read_flags(url, zkw, _PROGRESS_UNITS)
+        if flags is not None:  # None: killed before the records existed
+            init, done = False, flags
     if init:
-        ds, encoding = _template(plan, shard, inner, attrs)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            ds.to_zarr(
-                url,
-                mode="w",
-                compute=False,
-                consolidated=False,
-                zarr_format=3,
-                encoding=encoding,
-                **zkw,
-            )
-        _create_progress(url, zkw, n, shard, (len(plan.s1_bands), len(plan.s2_bands)))
-
-    import dask
+        _write_template(url, zkw, plan, shard, inner, attrs)
 
     cfg = {
-        "chip": c,
+        "chip": int(plan.settings["chip"]),
         "s1_bands": plan.s1_bands,
         "s2_bands": plan.s2_bands,
         "max_dt": plan.settings["max_dt"],
@@ -1543,6 +1524,97 @@ def build_corpus(
         "href_map": href_map,
         "collections": collections,
     }
+    run_tasks(
+        _unit_tasks(plan, shard, done, url, zkw, cfg),
+        progress=progress,
+        note=(
+            f"eo_contrast.build_corpus: {url!r} is left incomplete; call build_corpus(..., "
+            "resume=True) with the same arguments to write the shards still missing"
+        ),
+    )
+    _finish_corpus(url, zkw, n_units)
+    return open_corpus(url, storage_options=storage_options)
+
+
+def _build_settings(
+    plan: _Plan,
+    chips_per_shard: int | None,
+    *,
+    max_cloud: float,
+    cloud_band: str | None,
+    classes: list[int],
+) -> tuple[int, int, dict[str, Any]]:
+    """Chips per shard and per inner chunk, and the settings recorded in the store."""
+    c = int(plan.settings["chip"])
+    nb_max = max(len(plan.s1_bands), len(plan.s2_bands))
+    nb = len(plan.s1_bands) + len(plan.s2_bands)
+    shard = _shard_chips(chips_per_shard, c, nb, len(plan.chips), nb_max)
+    inner = _chunk_chips(shard, c, nb_max)
+    settings = {
+        **plan.settings,
+        "max_cloud_fraction": max_cloud,
+        "cloud_band": cloud_band or "",
+        "cloud_classes": classes,
+        "chips_per_shard": shard,
+        "chips_per_chunk": inner,
+    }
+    return shard, inner, settings
+
+
+def _check_resumable(url: str, zkw: dict[str, Any], fingerprint: str) -> bool:
+    """Whether the corpus at ``url`` is complete; ValueError when this build cannot resume it."""
+    import zarr
+
+    group: Any = zarr.open_group(url, mode="r", use_consolidated=False, **zkw)
+    old = dict(group.attrs)
+    if old.get("eo_contrast_format") != CORPUS_FORMAT:
+        raise ValueError(
+            f"cannot resume {url!r}: it is not a corpus written by build_corpus; pass "
+            "mode='w' to overwrite it"
+        )
+    if old.get("plan_fingerprint") != fingerprint:
+        raise ValueError(
+            f"cannot resume {url!r}: it was planned from other inputs or settings (its "
+            "chips differ from this call's); resume with the same items and settings, or "
+            "pass mode='w' to overwrite it"
+        )
+    return bool(old.get(STATUS_ATTR) == "complete")
+
+
+def _write_template(
+    url: str, zkw: dict[str, Any], plan: _Plan, shard: int, inner: int, attrs: dict[str, Any]
+) -> None:
+    """Write the corpus's metadata and coordinates (no pixels) and its empty progress records."""
+    ds, encoding = _template(plan, shard, inner, attrs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        ds.to_zarr(
+            url,
+            mode="w",
+            compute=False,
+            consolidated=False,
+            zarr_format=3,
+            encoding=encoding,
+            **zkw,
+        )
+    _create_progress(url, zkw, len(plan.chips), shard, (len(plan.s1_bands), len(plan.s2_bands)))
+
+
+def _unit_tasks(
+    plan: _Plan,
+    shard: int,
+    done: np.ndarray,
+    url: str,
+    zkw: dict[str, Any],
+    cfg: dict[str, Any],
+) -> list[Any]:
+    """One delayed :func:`_run_unit` per shard not recorded as written.
+
+    The Items of each scene and pass are delayed once, so a graph holds each of them once.
+    """
+    import dask
+
+    chips = plan.chips
     s2_refs: dict[int, Any] = {}
     s1_refs: dict[int, Any] = {}
     tasks = []
@@ -1576,17 +1648,7 @@ def build_corpus(
                 cfg,
             )
         )
-    if tasks:
-        try:
-            _compute(tasks, progress)
-        except BaseException as err:
-            err.add_note(
-                f"eo_contrast.build_corpus: {url!r} is left incomplete; call build_corpus(..., "
-                "resume=True) with the same arguments to write the shards still missing"
-            )
-            raise
-    _finish_corpus(url, zkw, n_units)
-    return open_corpus(url, storage_options=storage_options)
+    return tasks
 
 
 def open_corpus(
@@ -1625,11 +1687,9 @@ def open_corpus(
     """
     import zarr
 
-    from eo_contrast.store import STATUS_ATTR, _store_state, _store_url, _zarr_kw
-
-    url = _store_url(store)
-    zkw = _zarr_kw(url, storage_options)
-    if _store_state(url, storage_options) != "zarr":
+    url = store_url(store)
+    zkw = zarr_kw(url, storage_options)
+    if store_state(url, storage_options) != "zarr":
         raise FileNotFoundError(
             f"no corpus at {url!r}: build one with build_corpus(...) or check the path"
         )

@@ -202,7 +202,7 @@ def as_cube(obj: xr.DataArray | xr.Dataset, *, name: str = "cube") -> xr.DataArr
         raise ValueError(f"{name} has a 'band' dim but no 'band' coordinate naming the bands")
     da = da.assign_coords(band=canonical_band_names(da["band"].values))
     if len(set(da["band"].values.tolist())) != da.sizes["band"]:
-        raise ValueError(f"{name} has duplicate band names: {list(da['band'].values)}")
+        raise ValueError(f"{name} has duplicate band names: {[str(b) for b in da['band'].values]}")
     return da
 
 

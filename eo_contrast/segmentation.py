@@ -34,6 +34,7 @@ from eo_contrast.cube import as_cube, band_units
 from eo_contrast.models.checkpoint import (
     CheckpointError,
     check_tensors,
+    json_safe,
     read_checkpoint,
     write_checkpoint,
 )
@@ -64,18 +65,6 @@ def _package_version() -> str:
         return version("eo-contrast")
     except PackageNotFoundError:  # pragma: no cover - source tree without install
         return "0.0.0"
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.integer | np.floating | np.bool_):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _empty_history() -> pd.DataFrame:
@@ -236,7 +225,7 @@ class SegmentationModel(nn.Module):
         (the training log as lists) and ``version``.
         """
         hist = self.history
-        return _json_safe(
+        return json_safe(
             {
                 "format": FORMAT,
                 "format_version": DECODERS[self.decoder],
@@ -1280,7 +1269,7 @@ def fit_segmentation(
         progress=bool(progress),
     )
     model.history = history
-    model.training_info = _json_safe(
+    model.training_info = json_safe(
         {
             "freeze_encoder": bool(freeze_encoder),
             "epochs": int(epochs),

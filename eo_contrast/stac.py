@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urljoin
 
 import numpy as np
 import pandas as pd
@@ -53,9 +53,20 @@ import pystac
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
+from eo_contrast._io.urls import is_url
 from eo_contrast.cube import S1_BANDS, S2_BANDS, canonical_band_name, linear_to_db
 
-__all__ = ["DEFAULT_CHUNK", "AssetReadError", "BandNotFoundError", "load_stac", "read_items"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "AssetReadError",
+    "BandNotFoundError",
+    "BandRecipe",
+    "band_recipes",
+    "footprint",
+    "load_stac",
+    "nominal_datetime",
+    "read_items",
+]
 
 #: Default spatial chunk edge (pixels) of loaded cubes: one chunk holds one time step, all bands
 #: and 1024 x 1024 pixels (4 MiB per band in float32), a good unit for tile streaming.
@@ -211,8 +222,26 @@ class _StackstacReaders:
 
 
 @dataclass(frozen=True)
-class _BandRecipe:
-    """How to read one band of one item and bring it to physical units."""
+class BandRecipe:
+    """How to read one band of one item and bring it to physical units.
+
+    Attributes
+    ----------
+    asset_key
+        Key of the item's asset holding the band.
+    asset
+        The asset as loaded: absolute href (before ``href_map``), projection and raster fields.
+    nodata
+        Nodata value of the stored numbers, or None.
+    scale, offset
+        Physical value = stored value x ``scale`` + ``offset``.
+    to_db
+        Whether the physical values are linear backscatter, converted to dB.
+    units
+        Units of the band in the cube (``"dB"``, ``"1"``, ...).
+    data_type
+        ``raster:bands`` data type of the stored numbers, or None.
+    """
 
     asset_key: str
     asset: dict[str, Any]  # the asset as loaded: absolute href (before href_map), proj, raster
@@ -295,12 +324,8 @@ def read_items(source: Any) -> list[pystac.Item]:
     )
 
 
-def _is_url(href: str) -> bool:
-    return urlparse(href).scheme not in ("", "file") and len(urlparse(href).scheme) > 1
-
-
 def _read_href(href: str) -> list[pystac.Item]:
-    if not _is_url(href):
+    if not is_url(href):
         path = Path(href).expanduser()
         if not path.is_file():
             raise FileNotFoundError(
@@ -349,10 +374,10 @@ def _items_from_json(obj: Any, *, base: str | None, what: str) -> list[pystac.It
         item = pystac.Item.from_dict(dict(feature), preserve_dict=True)
         if base is not None:
             for asset in item.assets.values():
-                if not _is_url(asset.href) and not os.path.isabs(asset.href):
+                if not is_url(asset.href) and not os.path.isabs(asset.href):
                     asset.href = (
                         urljoin(base, asset.href)
-                        if _is_url(base)
+                        if is_url(base)
                         else str((Path(base).parent / asset.href).resolve())
                     )
         items.append(item)
@@ -387,7 +412,7 @@ def _linked_item_assets(item: pystac.Item) -> dict[str, Any] | None:
         return None
     if not link.is_resolved():
         href = link.get_absolute_href()
-        if href is None or _is_url(href) or not Path(href.removeprefix("file://")).is_file():
+        if href is None or is_url(href) or not Path(href.removeprefix("file://")).is_file():
             return None
     try:
         coll = item.get_collection()
@@ -460,13 +485,36 @@ def _s2_baseline(item: pystac.Item) -> float | None:
     return None
 
 
-def _band_recipes(
+def band_recipes(
     item: pystac.Item, item_assets: Mapping[str, Any] | None
-) -> tuple[dict[str, _BandRecipe], dict[str, str], list[str]]:
+) -> tuple[dict[str, BandRecipe], dict[str, str], list[str]]:
     """Usable single-band raster assets of ``item``, keyed by canonical band name.
 
-    Returns the recipes, aliases (asset key / eo:bands names -> canonical name) and the keys of
-    multi-band assets (not loadable as one band).
+    Parameters
+    ----------
+    item
+        A STAC Item.
+    item_assets
+        The ``item_assets`` of its collection (fields an asset lacks are taken from there), or
+        None.
+
+    Returns
+    -------
+    tuple
+        The recipes (:class:`BandRecipe` by canonical band name), aliases (asset key /
+        ``eo:bands`` names -> canonical name) and the keys of multi-band assets (not loadable
+        as one band).
+
+    Examples
+    --------
+    >>> item = read_items([{"type": "Feature", "stac_version": "1.0.0", "id": "a",
+    ...     "bbox": [0, 0, 1, 1], "geometry": None, "links": [],
+    ...     "properties": {"datetime": "2024-04-19T04:59:10Z"},
+    ...     "assets": {"VV": {"href": "vv.tif", "type": "image/tiff",
+    ...                       "raster:bands": [{"unit": "dB"}]}}}])[0]
+    >>> recipes, aliases, multiband = band_recipes(item, None)
+    >>> list(recipes), recipes["vv"].asset_key, recipes["vv"].units, multiband
+    (['vv'], 'VV', 'dB', [])
     """
     item_assets = item_assets or {}
     candidates: list[tuple[str, dict[str, Any]]] = []
@@ -515,7 +563,7 @@ def _band_recipes(
         taken.add(canon)
 
     is_s2 = _is_sentinel2(item)
-    recipes: dict[str, _BandRecipe] = {}
+    recipes: dict[str, BandRecipe] = {}
     aliases: dict[str, str] = {}
     for key, fields in candidates:
         if key not in names:
@@ -560,7 +608,7 @@ def _band_recipes(
             rb["data_type"] = data_type
         if rb:
             asset_out["raster:bands"] = [rb]
-        recipes[band] = _BandRecipe(
+        recipes[band] = BandRecipe(
             asset_key=key,
             asset=asset_out,
             nodata=nodata,
@@ -625,7 +673,7 @@ def _default_order(bands: Iterable[str]) -> list[str]:
 
 def _select_bands(
     items: list[pystac.Item],
-    recipes: list[dict[str, _BandRecipe]],
+    recipes: list[dict[str, BandRecipe]],
     aliases: list[dict[str, str]],
     multiband: list[list[str]],
     bands: str | Sequence[str] | None,
@@ -712,7 +760,32 @@ def _select_bands(
 # --------------------------------------------------------------------------------------------
 
 
-def _nominal_datetime(item: pystac.Item) -> datetime:
+def nominal_datetime(item: pystac.Item) -> datetime:
+    """The time of ``item`` in UTC: its ``datetime``, else its ``start_datetime``.
+
+    Parameters
+    ----------
+    item
+        A STAC Item.
+
+    Returns
+    -------
+    datetime.datetime
+        Timezone-aware, in UTC (a naive time is taken as UTC).
+
+    Raises
+    ------
+    ValueError
+        The item has neither ``datetime`` nor ``start_datetime``.
+
+    Examples
+    --------
+    >>> item = read_items([{"type": "Feature", "stac_version": "1.0.0", "id": "a",
+    ...     "bbox": [0, 0, 1, 1], "geometry": None, "links": [], "assets": {},
+    ...     "properties": {"datetime": "2024-04-19T04:59:10Z"}}])[0]
+    >>> nominal_datetime(item).isoformat()
+    '2024-04-19T04:59:10+00:00'
+    """
     when = item.datetime or item.common_metadata.start_datetime
     if when is None:
         raise ValueError(f"item {item.id!r} has neither 'datetime' nor 'start_datetime'")
@@ -721,7 +794,32 @@ def _nominal_datetime(item: pystac.Item) -> datetime:
     return when.astimezone(UTC)
 
 
-def _footprint(item: pystac.Item) -> Any:
+def footprint(item: pystac.Item) -> Any:
+    """The footprint of ``item`` in lon/lat: its geometry (made valid), else its bbox.
+
+    Parameters
+    ----------
+    item
+        A STAC Item.
+
+    Returns
+    -------
+    shapely.Geometry
+        The footprint.
+
+    Raises
+    ------
+    ValueError
+        The item has neither a geometry nor a bbox.
+
+    Examples
+    --------
+    >>> item = read_items([{"type": "Feature", "stac_version": "1.0.0", "id": "a",
+    ...     "bbox": [0, 0, 1, 2], "geometry": None, "links": [], "assets": {},
+    ...     "properties": {"datetime": "2024-04-19T04:59:10Z"}}])[0]
+    >>> footprint(item).bounds
+    (0.0, 0.0, 1.0, 2.0)
+    """
     from shapely.geometry import box, shape
 
     if item.geometry:
@@ -739,7 +837,7 @@ def _footprint(item: pystac.Item) -> Any:
 
 def _group_items(items: list[pystac.Item], groupby: str, mid_lon: float) -> list[list[int]]:
     """Indices of the items in each output time step, sorted by time; (time, id) within."""
-    times = [_nominal_datetime(it) for it in items]
+    times = [nominal_datetime(it) for it in items]
 
     def key(i: int) -> Any:
         if groupby == "time":
@@ -783,7 +881,7 @@ def _check_footprints(
         return
     lines = []
     for g, geom in zip(groups[:8], group_geoms[:8], strict=False):
-        when = _nominal_datetime(items[g[0]]).strftime("%Y-%m-%dT%H:%M:%S")
+        when = nominal_datetime(items[g[0]]).strftime("%Y-%m-%dT%H:%M:%S")
         ids = [items[i].id for i in g]
         lines.append(f"{when} {ids} lon/lat bounds {tuple(round(v, 3) for v in geom.bounds)}")
     more = f" (+{len(groups) - 8} more)" if len(groups) > 8 else ""
@@ -805,7 +903,7 @@ def _check_footprints(
 def _clone(
     index: int,
     item: pystac.Item,
-    recipes: dict[str, _BandRecipe],
+    recipes: dict[str, BandRecipe],
     bands: list[str],
     href_fn: Callable[[str], str],
 ) -> pystac.Item:
@@ -1011,12 +1109,12 @@ def _load_stackstac(
     return da.drop_vars("item")
 
 
-def _recipe_key(r: _BandRecipe) -> tuple[Any, ...]:
+def _recipe_key(r: BandRecipe) -> tuple[Any, ...]:
     return (r.nodata, r.scale, r.offset, r.to_db)
 
 
 def _to_physical(
-    raw: xr.DataArray, recipes: list[dict[str, _BandRecipe]], bands: list[str]
+    raw: xr.DataArray, recipes: list[dict[str, BandRecipe]], bands: list[str]
 ) -> xr.DataArray:
     """Nodata -> NaN, scale/offset, linear -> dB, per slice along ``item`` and band, lazily."""
 
@@ -1219,7 +1317,7 @@ def load_stac(
         item_assets = extra_assets.get(str(item.collection_id))
         if item_assets is None:
             item_assets = _linked_item_assets(item)
-        rec, alias, multi = _band_recipes(item, item_assets)
+        rec, alias, multi = band_recipes(item, item_assets)
         if not rec:
             listing = {k: a.media_type for k, a in item.assets.items()}
             raise ValueError(
@@ -1232,7 +1330,7 @@ def load_stac(
 
     band_names, keep = _select_bands(all_items, recipes, aliases, multiband, bands)
     sel_items = [all_items[i] for i in keep]
-    footprints = [_footprint(it) for it in sel_items]
+    footprints = [footprint(it) for it in sel_items]
     if box is not None:
         mid_lon = (box[0] + box[2]) / 2
     else:
@@ -1291,7 +1389,7 @@ def load_stac(
             steps.append(fused)
         cube = xr.concat(steps, dim="time") if len(steps) > 1 else steps[0].expand_dims("time")
 
-    times = pd.DatetimeIndex([_nominal_datetime(sel_items[g[0]]) for g in groups])
+    times = pd.DatetimeIndex([nominal_datetime(sel_items[g[0]]) for g in groups])
     times = times.tz_convert("UTC").tz_localize(None).astype("datetime64[ns]")
     units = [sel_recipes[0][b].units for b in band_names]
     ydim, xdim = gbox.dimensions

@@ -26,12 +26,23 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from eo_contrast._io.resumable import (
+    PROGRESS_GROUP,
+    STATUS_ATTR,
+    check_target,
+    consolidate,
+    create_flags,
+    finish,
+    progress_group,
+    read_flags,
+    read_status,
+    run_tasks,
+    set_flag,
+)
+from eo_contrast._io.urls import store_url, zarr_kw
+
 __all__ = ["PROGRESS_GROUP", "STATUS_ATTR", "to_zarr"]
 
-#: Group attribute recording whether every chunk was written: "incomplete" or "complete".
-STATUS_ATTR = "eo_contrast_status"
-#: Sub-group of the store holding one completion-flag array per data variable during a write.
-PROGRESS_GROUP = "_eo_contrast_progress"
 #: Name of the variable a DataArray without a name is written as.
 DEFAULT_NAME = "cube"
 
@@ -44,160 +55,6 @@ _PACKING_ATTRS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _store_url(store: Any) -> str:
-    if isinstance(store, str | os.PathLike):
-        url = os.fspath(store)
-        if not isinstance(url, str) or not url:
-            raise TypeError(f"store={store!r} must be a non-empty path or URL string")
-        if url.startswith(("file://", "local://")):
-            # plain local path: zarr's local store creates folders as needed
-            from fsspec.implementations.local import LocalFileSystem
-
-            url = str(LocalFileSystem._strip_protocol(url))
-        return url
-    raise TypeError(
-        f"store must be a local path (str or pathlib.Path) or an fsspec URL string such as "
-        f"'s3://bucket/cube.zarr', not {type(store).__name__}"
-    )
-
-
-def _is_url(url: str) -> bool:
-    return "://" in url
-
-
-def _zarr_kw(url: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Keyword arguments passing ``storage_options`` on to zarr / xarray (URLs only)."""
-    if storage_options:
-        if not _is_url(url):
-            raise ValueError(
-                f"storage_options are only used with fsspec URLs, but store={url!r} is a local "
-                "path: drop storage_options or pass a URL such as 's3://bucket/cube.zarr'"
-            )
-        return {"storage_options": dict(storage_options)}
-    return {}
-
-
-def _fs(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
-    import fsspec
-
-    return fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-
-
-#: fsspec protocols whose first path element is a bucket (or container)
-_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss")
-#: exception class names (botocore, google-auth, azure) meaning "no credentials were found"
-_NO_CREDENTIALS = ("NoCredentialsError", "DefaultCredentialsError", "ClientAuthenticationError")
-
-
-def _protocol(url: str) -> str:
-    return url.split("://", 1)[0].lower() if _is_url(url) else "file"
-
-
-def _credentials_hint(protocol: str, options: str = "storage_options") -> str:
-    """What to set so that fsspec finds credentials for ``protocol`` (no values shown)."""
-    if protocol in ("s3", "s3a"):
-        return (
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_ENDPOINT_URL for an S3 "
-            f"server other than AWS) or AWS_PROFILE, or give {options} with 'key' and 'secret' "
-            "('anon': true for a public bucket)"
-        )
-    if protocol in ("gs", "gcs"):
-        return f"set GOOGLE_APPLICATION_CREDENTIALS, or give {options} with 'token'"
-    if protocol in ("az", "abfs", "abfss"):
-        return (
-            "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or "
-            f"AZURE_STORAGE_CONNECTION_STRING), or give {options} with 'account_name' and "
-            "'account_key'"
-        )
-    return f"give the credentials in {options}"
-
-
-def _remote_failure(err: BaseException, url: str) -> Exception | None:
-    """A clear exception for a failure of an object store's filesystem, else None.
-
-    Covers missing or partial credentials, access denied and storage options the filesystem
-    does not take. The message names the store and what to set, never credential values.
-    """
-    if _protocol(url) in ("file", "local", "memory"):
-        return None
-    name = type(err).__name__
-    hint = _credentials_hint(_protocol(url))
-    if name in _NO_CREDENTIALS:
-        return PermissionError(f"no credentials found for {url!r}: {hint}")
-    if name == "PartialCredentialsError":  # botocore names what is missing, not the values
-        return PermissionError(f"incomplete credentials for {url!r} ({err}): {hint}")
-    if isinstance(err, TypeError) and "unexpected keyword argument" in str(err):
-        return ValueError(
-            f"the filesystem of {url!r} does not take one of the storage_options ({err}): "
-            "check their names"
-        )
-    if isinstance(err, PermissionError):
-        return PermissionError(f"access to {url!r} was denied ({err}): {hint}")
-    return None
-
-
-def _bucket(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
-    """The bucket of an object-store URL, or None for other stores."""
-    if _protocol(url) not in _BUCKET_PROTOCOLS:
-        return None
-    _, root = _fs(url, storage_options)
-    return root.strip("/").split("/", 1)[0] or None
-
-
-def _check_bucket(url: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Raise FileNotFoundError naming the bucket when ``url``'s bucket does not exist."""
-    bucket = _bucket(url, storage_options)
-    if bucket is None:
-        return
-    try:
-        fs, _ = _fs(url, storage_options)
-        fs.invalidate_cache(bucket)
-        fs.info(bucket)  # unlike fs.exists, says why when it cannot tell
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"bucket {bucket!r} of {url!r} does not exist: create the bucket first or fix the URL"
-        ) from None
-    except Exception as err:
-        clear = _remote_failure(err, url)
-        if clear is not None:
-            raise clear from None
-        raise
-
-
-def _store_state(url: str, storage_options: Mapping[str, Any] | None) -> str:
-    """``"missing"``, ``"zarr"`` (holds Zarr metadata) or ``"other"`` (non-empty, not Zarr)."""
-    try:
-        fs, root = _fs(url, storage_options)
-        root = root.rstrip("/")
-        fs.invalidate_cache(root)
-        try:
-            entries = fs.ls(root, detail=False)  # one listing request on object storage
-        except (FileNotFoundError, NotADirectoryError):
-            return "other" if fs.isfile(root) else "missing"
-    except Exception as err:
-        clear = _remote_failure(err, url)
-        if clear is not None:
-            raise clear from None
-        raise
-    names = {str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries}
-    if names & {"zarr.json", ".zgroup", ".zarray"}:
-        return "zarr"
-    return "other" if entries else "missing"  # a file or a non-Zarr folder / an empty folder
-
-
-def _consolidate(url: str, kw: dict[str, Any]) -> None:
-    import zarr
-
-    store: Any = url
-    if kw.get("storage_options"):
-        store = zarr.storage.FsspecStore.from_url(
-            url, storage_options=kw["storage_options"], read_only=False
-        )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(store, zarr_format=3)
 
 
 def _crs_of(obj: xr.DataArray | xr.Dataset) -> Any:
@@ -377,8 +234,7 @@ def _write_chunk(
             zarr_format=3,
             **zkw,
         )
-    flags = zarr.open_array(url, path=f"{PROGRESS_GROUP}/{name}", mode="r+", zarr_format=3, **zkw)
-    flags[idx] = 1
+    set_flag(url, zkw, name, idx)
 
 
 def _write_block(
@@ -435,34 +291,10 @@ def _create_flags(
     url: str, zkw: dict[str, Any], ds: xr.Dataset, existing: Mapping[Hashable, bool]
 ) -> None:
     """Create the (empty) completion-flag array of each variable that has none yet."""
-    import zarr
-
-    group = zarr.open_group(url, mode="r+", use_consolidated=False, zarr_format=3, **zkw)
-    progress = group.require_group(PROGRESS_GROUP)
+    progress = progress_group(url, zkw)
     for key, var in ds.data_vars.items():
-        if existing.get(key):
-            continue
-        nblocks = tuple(len(c) for c in var.chunks or ())
-        progress.create_array(
-            str(key),
-            shape=nblocks,
-            chunks=tuple(1 for _ in nblocks),
-            dtype="uint8",
-            fill_value=0,
-            overwrite=True,
-        )
-
-
-def _written_flags(url: str, zkw: dict[str, Any], name: str) -> np.ndarray | None:
-    import zarr
-
-    try:
-        flags = zarr.open_array(
-            url, path=f"{PROGRESS_GROUP}/{name}", mode="r", zarr_format=3, **zkw
-        )
-    except (FileNotFoundError, KeyError, ValueError, zarr.errors.NodeTypeValidationError):
-        return None
-    return np.asarray(flags[...]).astype(bool)
+        if not existing.get(key):
+            create_flags(progress, str(key), tuple(len(c) for c in var.chunks or ()))
 
 
 def _members(url: str, zkw: dict[str, Any]) -> set[str]:
@@ -473,29 +305,10 @@ def _members(url: str, zkw: dict[str, Any]) -> set[str]:
     return {str(k) for k in group.keys()}  # noqa: SIM118  (zarr Group)
 
 
-def _status(url: str, zkw: dict[str, Any]) -> str | None:
-    import zarr
-
-    group = zarr.open_group(url, mode="r", use_consolidated=False, **zkw)
-    status = group.attrs.get(STATUS_ATTR)
-    return None if status is None else str(status)
-
-
 def _open(url: str, zkw: dict[str, Any]) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         return xr.open_zarr(url, **zkw)
-
-
-def _finish(url: str, zkw: dict[str, Any]) -> None:
-    """Drop the flags, mark the store complete, consolidate the metadata (in that order)."""
-    import zarr
-
-    group = zarr.open_group(url, mode="r+", use_consolidated=False, zarr_format=3, **zkw)
-    if PROGRESS_GROUP in group:
-        del group[PROGRESS_GROUP]
-    group.attrs.update({STATUS_ATTR: "complete"})
-    _consolidate(url, zkw)
 
 
 def _blocks(data: Any) -> np.ndarray:
@@ -525,50 +338,6 @@ def _blocks(data: Any) -> np.ndarray:
     return out
 
 
-def _distributed_client() -> Any:
-    """The distributed client that ``dask.compute`` would use now, or None."""
-    import sys
-
-    if "distributed" not in sys.modules:
-        return None
-    from dask.base import get_scheduler
-    from distributed import Client
-
-    client = getattr(get_scheduler(), "__self__", None)
-    if isinstance(client, Client) and not client.asynchronous:
-        return client
-    return None
-
-
-def _compute(tasks: list[Any], progress: bool) -> None:
-    """Run ``tasks`` with the current scheduler; a progress bar on stdout when asked.
-
-    The bar is Dask's: ``distributed.progress`` on a distributed client, else
-    ``dask.diagnostics.ProgressBar`` (shown for runs longer than a second).
-    """
-    import dask
-
-    if not progress:
-        dask.compute(*tasks)
-        return
-    client = _distributed_client()
-    if client is None:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(minimum=1.0):
-            dask.compute(*tasks)
-        return
-    from distributed import progress as show_progress
-
-    futures = client.compute(tasks)
-    try:
-        show_progress(futures)
-        client.gather(futures)
-    except BaseException:
-        client.cancel(futures)
-        raise
-
-
 # --------------------------------------------------------------------------- public
 
 
@@ -579,6 +348,7 @@ def to_zarr(
     mode: str = "w-",
     resume: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> xr.DataArray | xr.Dataset:
     """Write a cube, embedding, prediction or paired Dataset to Zarr, chunk by chunk.
 
@@ -618,6 +388,10 @@ def to_zarr(
         fsspec finds credentials the usual way (``AWS_*`` environment variables, profiles,
         instance roles for ``s3://``). They travel with the write tasks to the workers of a
         distributed cluster and are never written to the store.
+    progress
+        Show Dask's progress bar on stdout while the chunks are written:
+        ``distributed.progress`` on a distributed client, else
+        ``dask.diagnostics.ProgressBar`` (for writes longer than a second).
 
     Returns
     -------
@@ -661,19 +435,6 @@ def to_zarr(
     ...
     FileExistsError: Zarr store 'memory://doc/cube.zarr' already exists: ...
     """
-    return _to_zarr(obj, store, mode=mode, resume=resume, storage_options=storage_options)
-
-
-def _to_zarr(
-    obj: xr.DataArray | xr.Dataset,
-    store: str | os.PathLike[str],
-    *,
-    mode: str = "w-",
-    resume: bool = False,
-    storage_options: Mapping[str, Any] | None = None,
-    progress: bool = False,
-) -> xr.DataArray | xr.Dataset:
-    """:func:`to_zarr` with a progress bar when ``progress`` (see :func:`_compute`)."""
     if mode not in _MODES:
         raise ValueError(
             f"mode={mode!r} is not supported: use 'w-' (refuse an existing store, the default) "
@@ -684,30 +445,24 @@ def _to_zarr(
             "resume=True finishes an interrupted write and mode='w' overwrites the store: pass "
             "one or the other"
         )
-    url = _store_url(store)
-    zkw = _zarr_kw(url, storage_options)
+    url = store_url(store)
+    zkw = zarr_kw(url, storage_options)
     ds, name = _prepare(obj)
 
-    state = _store_state(url, storage_options)
-    if state == "missing":
-        _check_bucket(url, storage_options)
-    if state == "other":
-        raise ValueError(
-            f"{url!r} exists and is not a Zarr store: pick a new path (nothing was written)"
-        )
     done: dict[Hashable, np.ndarray | None] = {}
     init = True
-    if state == "zarr":
-        members = _members(url, zkw) if resume else set()
-        status = _status(url, zkw) if resume else None
-        if resume and (
-            (status is None and not members)
-            or (status not in (None, "complete") and PROGRESS_GROUP not in members)
-        ):
-            # a write killed inside its metadata step (an empty group, or no completion flags
-            # yet): no chunk is recorded as written, so start it again from scratch
-            pass
-        elif resume:
+    if check_target(
+        url, storage_options, mode=mode, resume=resume, job="write",
+        other_note=" (nothing was written)",
+    ):  # fmt: skip
+        members = _members(url, zkw)
+        status = read_status(url, zkw)
+        # a write killed inside its metadata step (an empty group, or no completion flags
+        # yet) has no chunk recorded as written: it starts again from scratch
+        killed_early = (status is None and not members) or (
+            status not in (None, "complete") and PROGRESS_GROUP not in members
+        )
+        if not killed_early:
             if status is None:
                 raise ValueError(
                     f"cannot resume {url!r}: it was not written by eo_contrast.to_zarr (no "
@@ -721,15 +476,10 @@ def _to_zarr(
                     "mode='w' to overwrite it, or resume with the same object"
                 )
             if status == "complete":
-                _consolidate(url, zkw)  # idempotent: a kill may have come before it
+                consolidate(url, zkw)  # idempotent: a kill may have come before it
                 return _result(url, zkw, name)
             init = False
-            done = {key: _written_flags(url, zkw, str(key)) for key in ds.data_vars}
-        elif mode == "w-":
-            raise FileExistsError(
-                f"Zarr store {url!r} already exists: pass mode='w' to overwrite, or resume=True "
-                "to finish an interrupted write"
-            )
+            done = {key: read_flags(url, zkw, str(key)) for key in ds.data_vars}
 
     if init:
         with warnings.catch_warnings():
@@ -749,16 +499,15 @@ def _to_zarr(
         tasks.extend(
             blocks[idx] for idx in np.ndindex(*data.numblocks) if flags is None or not flags[idx]
         )
-    if tasks:
-        try:
-            _compute(tasks, progress)
-        except BaseException as err:
-            err.add_note(
-                f"eo_contrast.to_zarr: {url!r} is left incomplete ({STATUS_ATTR}='incomplete'); "
-                "call to_zarr(obj, store, resume=True) to write the chunks still missing"
-            )
-            raise
-    _finish(url, zkw)
+    run_tasks(
+        tasks,
+        progress=progress,
+        note=(
+            f"eo_contrast.to_zarr: {url!r} is left incomplete ({STATUS_ATTR}='incomplete'); "
+            "call to_zarr(obj, store, resume=True) to write the chunks still missing"
+        ),
+    )
+    finish(url, zkw)
     return _result(url, zkw, name)
 
 

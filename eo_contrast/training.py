@@ -8,6 +8,16 @@
 - :func:`retrieval_accuracy` embeds (held-out) tile pairs and measures cross-modal retrieval:
   how often the S2 tile of a place is the nearest neighbour of its S1 tile, and the reverse.
 
+Building blocks: the pieces :func:`pretrain` is made of, public for code that times or reuses
+them (the benchmarks compare the whole loop against the bare step) but not part of the
+package's top-level API:
+
+- :func:`corpus_input`: a corpus path/URL opened, with its valid-chip mask and band statistics;
+- :func:`build_model`: the fresh model ``pretrain`` builds for a paired Dataset;
+- :func:`optimizer_for`: its AdamW optimizer (no weight decay on biases, norms, temperature);
+- :func:`lr_at`: its learning-rate schedule (linear warm-up, cosine decay);
+- :func:`train_step`: one contrastive update.
+
 Batches come from :class:`eo_contrast.tiling.TileStream` (chunks read once, in background
 threads; NaN-heavy tiles dropped; normalisation with the model's statistics). Torch is imported
 when a function runs, not when this module is imported.
@@ -26,6 +36,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,84 +220,6 @@ def _stats_or_defaults(
     return {"mean": mean, "std": std}
 
 
-def _corpus_input(
-    pairs: Any, storage_options: Mapping[str, Any] | None
-) -> tuple[Any, np.ndarray | None, dict[str, dict[str, list[float]]] | None]:
-    """``pairs`` (a corpus path/URL opened), the corpus's ``valid`` mask and band statistics.
-
-    For a Dataset that is not a corpus the mask and statistics are None.
-    """
-    from eo_contrast.corpus import CORPUS_FORMAT, open_corpus
-
-    if isinstance(pairs, str | os.PathLike):
-        pairs = open_corpus(pairs, storage_options=storage_options)
-    elif storage_options is not None:
-        raise ValueError(
-            "storage_options are for a corpus given as a path or URL; an opened Dataset "
-            "already knows its store"
-        )
-    if not isinstance(pairs, xr.Dataset) or pairs.attrs.get("eo_contrast_format") != CORPUS_FORMAT:
-        return pairs, None, None
-    keep = np.asarray(pairs["valid"].values, dtype=bool) if "valid" in pairs.coords else None
-    if keep is not None and not keep.any():
-        raise ValueError(
-            f"the corpus has no valid chip (all {keep.size} failed the NaN or cloud rule of its "
-            "build); rebuild it with other sampling or a higher max_nan_fraction / "
-            "max_cloud_fraction"
-        )
-    stats = {
-        s: {"mean": list(pairs[s].attrs["mean"]), "std": list(pairs[s].attrs["std"])}
-        for s in ("s1", "s2")
-        if s in pairs.data_vars and {"mean", "std"} <= set(pairs[s].attrs)
-    }
-    return pairs, keep, stats or None
-
-
-def _build_model(
-    data: xr.DataArray | xr.Dataset,
-    sensors: Sequence[str],
-    method: str,
-    encoder: str,
-    stem: str,
-    seed: int,
-    temperature: float,
-    embed_dim: int,
-    width: int = 64,
-    stats: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
-) -> DualEncoder:
-    from eo_contrast.models import BAND_STATS, DEFAULT_UNITS, DualEncoder
-
-    assert isinstance(data, xr.Dataset)
-    bands: dict[str, list[str]] = {}
-    normalization: dict[str, dict[str, list[float]]] = {}
-    for s in sensors:
-        names = canonical_band_names(data[f"{s}_band"].values)
-        bands[s] = names
-        if stats is not None and s in stats:  # a corpus's own statistics, band by band
-            normalization[s] = _stats_or_defaults(names, stats[s], BAND_STATS)
-            continue
-        unknown = [i for i, n in enumerate(names) if n not in BAND_STATS]
-        if unknown:
-            m, sd = _sample_stats(data[s], f"{s}_band", unknown)
-            mean = [BAND_STATS[n][0] if n in BAND_STATS else 0.0 for n in names]
-            std = [BAND_STATS[n][1] if n in BAND_STATS else 1.0 for n in names]
-            for i, mi, si in zip(unknown, m, sd, strict=True):
-                mean[i], std[i] = mi, si
-            normalization[s] = {"mean": mean, "std": std}
-    _check_units(data, sensors, DEFAULT_UNITS)
-    return DualEncoder(
-        bands,
-        arch=encoder,
-        stem=stem,
-        width=width,
-        embed_dim=embed_dim,
-        normalization=normalization or None,
-        method=method,
-        temperature=temperature,
-        seed=seed,
-    )
-
-
 def _describe(data: xr.Dataset, sensors: Sequence[str], keep: np.ndarray | None = None) -> str:
     """A one-line description of the training data for ``model.trained_on``."""
     if "chip" in data.dims:
@@ -318,42 +251,8 @@ def _describe(data: xr.Dataset, sensors: Sequence[str], keep: np.ndarray | None 
 
 
 # --------------------------------------------------------------------------------------------
-# Schedule, optimizer, checkpoints
+# Checkpoints
 # --------------------------------------------------------------------------------------------
-
-
-def _lr_at(step: int, base: float, warmup: int, total: int) -> float:
-    """Learning rate of update ``step`` (0-based): linear warm-up, then cosine decay to 0."""
-    if warmup > 0 and step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
-
-
-def _optimizer(model: DualEncoder, lr: float, weight_decay: float, fused: bool) -> Any:
-    import torch
-
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for _, p in model.named_parameters():
-        (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases, norms, temperature
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused or None)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _history_frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
@@ -387,6 +286,7 @@ def _write_state(
     safetensors; everything else is JSON in the header metadata. Nothing is pickled.
     """
     from eo_contrast.models import write_checkpoint
+    from eo_contrast.models.checkpoint import json_safe
 
     tensors: dict[str, Any] = {f"model/{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -396,11 +296,11 @@ def _write_state(
             if hasattr(value, "detach"):
                 tensors[f"optim/{idx}/{key}"] = value
             else:
-                opt_json.setdefault(str(idx), {})[key] = _json_safe(value)
+                opt_json.setdefault(str(idx), {})[key] = json_safe(value)
     if generator is not None:
         tensors["rng/augment"] = generator.get_state()
     groups = [
-        {k: _json_safe(v) for k, v in g.items() if k not in ("foreach", "fused")}
+        {k: json_safe(v) for k, v in g.items() if k not in ("foreach", "fused")}
         for g in opt["param_groups"]
     ]
     meta = {
@@ -409,8 +309,8 @@ def _write_state(
         "model": model.metadata,
         "optimizer": {"param_groups": groups, "state": opt_json},
         "state": state,
-        "config": _json_safe(config),
-        "history": _json_safe(history),
+        "config": json_safe(config),
+        "history": json_safe(history),
     }
     return write_checkpoint(path, tensors, meta)
 
@@ -467,8 +367,147 @@ def _load_optimizer(optimizer: Any, tensors: dict[str, Any], meta: dict[str, Any
 
 
 # --------------------------------------------------------------------------------------------
-# Pretraining
+# Building blocks (public): the pieces pretrain() is made of, for code that times or reuses them
 # --------------------------------------------------------------------------------------------
+
+
+def corpus_input(
+    pairs: Any, storage_options: Mapping[str, Any] | None
+) -> tuple[Any, np.ndarray | None, dict[str, dict[str, list[float]]] | None]:
+    """``pairs`` (a corpus path/URL opened), the corpus's ``valid`` mask and band statistics.
+
+    The first step of :func:`pretrain`: a path or URL of a corpus made by
+    :func:`eo_contrast.corpus.build_corpus` is opened (with ``storage_options``); for a corpus,
+    the mask of its valid chips and its per-sensor band statistics
+    (``{"s1": {"mean": [...], "std": [...]}, ...}``, for :func:`build_model`) come with it. For a
+    Dataset that is not a corpus the mask and statistics are None.
+
+    Raises
+    ------
+    ValueError
+        For ``storage_options`` with an opened Dataset, or a corpus without a valid chip.
+    """
+    from eo_contrast.corpus import CORPUS_FORMAT, open_corpus
+
+    if isinstance(pairs, str | os.PathLike):
+        pairs = open_corpus(pairs, storage_options=storage_options)
+    elif storage_options is not None:
+        raise ValueError(
+            "storage_options are for a corpus given as a path or URL; an opened Dataset "
+            "already knows its store"
+        )
+    if not isinstance(pairs, xr.Dataset) or pairs.attrs.get("eo_contrast_format") != CORPUS_FORMAT:
+        return pairs, None, None
+    keep = np.asarray(pairs["valid"].values, dtype=bool) if "valid" in pairs.coords else None
+    if keep is not None and not keep.any():
+        raise ValueError(
+            f"the corpus has no valid chip (all {keep.size} failed the NaN or cloud rule of its "
+            "build); rebuild it with other sampling or a higher max_nan_fraction / "
+            "max_cloud_fraction"
+        )
+    stats = {
+        s: {"mean": list(pairs[s].attrs["mean"]), "std": list(pairs[s].attrs["std"])}
+        for s in ("s1", "s2")
+        if s in pairs.data_vars and {"mean", "std"} <= set(pairs[s].attrs)
+    }
+    return pairs, keep, stats or None
+
+
+def build_model(
+    data: xr.Dataset,
+    sensors: Sequence[str],
+    method: str,
+    encoder: str,
+    stem: str,
+    seed: int,
+    temperature: float,
+    embed_dim: int,
+    width: int = 64,
+    stats: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+) -> DualEncoder:
+    """A fresh :class:`~eo_contrast.models.DualEncoder` for ``data``, as :func:`pretrain` builds it.
+
+    One encoder per sensor of ``sensors``, for the bands named by the coordinates
+    ``<sensor>_band`` of the paired Dataset ``data``. Normalisation: ``stats`` of a sensor (a
+    corpus's, from :func:`corpus_input`; a band without a usable figure takes its default),
+    else the defaults of :data:`eo_contrast.models.BAND_STATS`, and for bands without defaults
+    the mean and standard deviation of a strided sample of their pixels. ``encoder``, ``stem``,
+    ``width``, ``embed_dim``, ``method``, ``temperature`` and ``seed`` are those of
+    :func:`pretrain`.
+
+    Raises
+    ------
+    ValueError
+        When the data's units (``<sensor>_units``) are not the default encoders' units, or a
+        band without default statistics has no valid pixel.
+    """
+    from eo_contrast.models import BAND_STATS, DEFAULT_UNITS, DualEncoder
+
+    if not isinstance(data, xr.Dataset):
+        raise TypeError(f"build_model needs a paired xarray.Dataset, not {type(data).__name__}")
+    bands: dict[str, list[str]] = {}
+    normalization: dict[str, dict[str, list[float]]] = {}
+    for s in sensors:
+        names = canonical_band_names(data[f"{s}_band"].values)
+        bands[s] = names
+        if stats is not None and s in stats:  # a corpus's own statistics, band by band
+            normalization[s] = _stats_or_defaults(names, stats[s], BAND_STATS)
+            continue
+        unknown = [i for i, n in enumerate(names) if n not in BAND_STATS]
+        if unknown:
+            m, sd = _sample_stats(data[s], f"{s}_band", unknown)
+            mean = [BAND_STATS[n][0] if n in BAND_STATS else 0.0 for n in names]
+            std = [BAND_STATS[n][1] if n in BAND_STATS else 1.0 for n in names]
+            for i, mi, si in zip(unknown, m, sd, strict=True):
+                mean[i], std[i] = mi, si
+            normalization[s] = {"mean": mean, "std": std}
+    _check_units(data, sensors, DEFAULT_UNITS)
+    return DualEncoder(
+        bands,
+        arch=encoder,
+        stem=stem,
+        width=width,
+        embed_dim=embed_dim,
+        normalization=normalization or None,
+        method=method,
+        temperature=temperature,
+        seed=seed,
+    )
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Learning rate of update ``step`` (0-based): linear warm-up, then cosine decay to 0.
+
+    The schedule of :func:`pretrain`: ``base`` peak rate, ``warmup`` updates of linear warm-up,
+    cosine decay over the ``total`` planned updates.
+
+    >>> [round(lr_at(s, 1.0, 2, 6), 3) for s in range(6)]
+    [0.5, 1.0, 1.0, 0.854, 0.5, 0.146]
+    """
+    if warmup > 0 and step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+def optimizer_for(model: DualEncoder, lr: float, weight_decay: float, fused: bool) -> Any:
+    """The AdamW optimizer of :func:`pretrain` for ``model``.
+
+    Betas (0.9, 0.999); decoupled weight decay ``weight_decay`` on weights of two or more
+    dimensions only (none on biases, normalisation weights and the temperature); ``fused``
+    kernels when true (CUDA).
+    """
+    import torch
+
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for _, p in model.named_parameters():
+        (decay if p.ndim >= 2 else no_decay).append(p)  # no decay on biases, norms, temperature
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), fused=fused or None)
 
 
 def train_step(model: DualEncoder, optimizer: Any, a: Any, b: Any, lr: float, *, cuda: bool) -> Any:
@@ -500,6 +539,293 @@ def train_step(model: DualEncoder, optimizer: Any, a: Any, b: Any, lr: float, *,
     with torch.no_grad():
         model.logit_scale.clamp_(0.0, _MAX_LOG_SCALE)
     return torch.stack([loss.detach().float(), temp.detach().float()])
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining: the steps of pretrain()
+# --------------------------------------------------------------------------------------------
+
+
+def _check_choices(method: str, encoder: str, stem: str, sensor: str) -> None:
+    """Refuse an unknown ``method``, ``encoder``, ``stem`` or ``sensor``."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {list(ENCODERS)}")
+    if stem not in _STEMS:
+        raise ValueError(f"unknown stem {stem!r}; choose one of {list(_STEMS)}")
+    if sensor not in ("s1", "s2"):
+        raise ValueError(f"unknown sensor {sensor!r} for method='simclr'; use 's1' or 's2'")
+
+
+def _check_optimisation(lr: Any, weight_decay: Any, warmup_fraction: Any) -> None:
+    """Refuse a learning rate, weight decay or warm-up fraction out of range."""
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    if not (isinstance(warmup_fraction, (int, float)) and 0 <= warmup_fraction < 1):
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+
+
+def _check_start(resume: Any, model: Any) -> None:
+    """Refuse ``resume`` and ``model`` together, and a ``model`` that is not a DualEncoder."""
+    from eo_contrast.models import DualEncoder
+
+    if resume is not None and model is not None:
+        raise ValueError("give either resume=<checkpoint> or model=<DualEncoder>, not both")
+    if model is not None and not isinstance(model, DualEncoder):
+        raise TypeError(f"model must be an eo_contrast DualEncoder, got {type(model).__name__}")
+
+
+def _read_resume(
+    resume: str | os.PathLike[str], config: Mapping[str, Any]
+) -> tuple[DualEncoder, dict[str, Any], dict[str, Any]]:
+    """The model of checkpoint ``resume`` with its weights, the checkpoint's tensors and metadata.
+
+    The configuration entries of :data:`_RESUME_KEYS` must equal those of ``config``.
+    """
+    from eo_contrast.models import DualEncoder
+
+    tensors, meta = _read_state(_find_checkpoint(resume))
+    saved = meta["config"]
+    diff = {k: (saved.get(k), config[k]) for k in _RESUME_KEYS if saved.get(k) != config[k]}
+    if diff:
+        text = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"resume={str(resume)!r} was written with a different configuration ({text}); "
+            "pass the checkpoint's values to continue it"
+        )
+    model = DualEncoder.from_metadata(meta["model"])
+    model.load_state_dict(
+        {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True
+    )
+    return model, tensors, meta
+
+
+def _check_given_model(model: DualEncoder, method: str, sensors: Sequence[str]) -> None:
+    """Refuse a ``model=`` built for another method or lacking an encoder of ``sensors``."""
+    if model.method != method:
+        raise ValueError(
+            f"model was built for method={model.method!r} but method={method!r}; pass "
+            f"method={model.method!r} or a model built for {method!r}"
+        )
+    lacking = [s for s in sensors if s not in model.sensors]
+    if lacking:
+        raise ValueError(f"model has no encoder for {lacking} (its sensors: {list(model.sensors)})")
+
+
+def _plan_steps(
+    tiles_per_epoch: int,
+    batch_size: int,
+    epochs: int,
+    max_steps: int | None,
+    warmup_steps: int | None,
+    warmup_fraction: float,
+) -> tuple[int, int]:
+    """The planned number of updates and the warm-up length of the learning-rate schedule."""
+    per_epoch = max(1, tiles_per_epoch // batch_size)
+    total = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)
+    warmup = (
+        _check_int("warmup_steps", warmup_steps, 0)
+        if warmup_steps is not None
+        else round(warmup_fraction * total)
+    )
+    return total, warmup
+
+
+def _to_device(model: DualEncoder, dev: Any) -> bool:
+    """Move ``model`` to ``dev`` (channels-last on CUDA) in train mode; whether it is CUDA."""
+    import torch
+
+    model.to(dev)
+    cuda = bool(dev.type == "cuda")
+    if cuda:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.train()
+    return cuda
+
+
+@dataclass
+class _Loop:
+    """One pretraining run: the update loop, its log and its checkpoints.
+
+    Loss and temperature stay on the device (``pending``) and are read back every
+    ``log_every`` updates (:meth:`flush`, the one host synchronisation).
+    """
+
+    model: DualEncoder
+    optimizer: Any
+    stream: Any
+    augment: Any
+    generator: torch.Generator | None
+    sensors: list[str]
+    config: dict[str, Any]
+    lr: float
+    warmup: int
+    total: int
+    epochs: int
+    batch_size: int
+    log_every: int
+    max_steps: int | None
+    cuda: bool
+    ckpt_dir: Path | None
+    checkpoint_every: int | None
+    keep_checkpoints: int | None
+    history: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _HISTORY_COLUMNS})
+    step: int = 0
+    pending: list[Any] = field(default_factory=list)  # per update: [loss, temperature]
+    pending_meta: list[tuple[int, int, float]] = field(default_factory=list)  # (step, epoch, lr)
+    window_start: float = 0.0
+    bar: Any = None
+
+    def restore(self, tensors: dict[str, Any], meta: dict[str, Any]) -> tuple[int, int]:
+        """Optimizer, position, log and RNG state of a checkpoint; (epoch, batches done in it)."""
+        _load_optimizer(self.optimizer, tensors, meta)
+        st = meta["state"]
+        self.step = int(st["step"])
+        self.history = {c: list(meta["history"].get(c, [])) for c in _HISTORY_COLUMNS}
+        if self.generator is not None and "rng/augment" in tensors:
+            self.generator.set_state(tensors["rng/augment"])
+        return int(st["epoch"]), int(st["batch_in_epoch"])
+
+    def flush(self) -> None:
+        """Read the pending values back (one host sync) and append them to the log."""
+        import torch
+
+        if not self.pending:
+            return
+        values = torch.stack(self.pending).float().cpu().tolist()  # the one host sync
+        now = time.perf_counter()
+        rate = len(self.pending) * self.batch_size / max(now - self.window_start, 1e-9)
+        self.window_start = now
+        for (s, e, lr_s), (loss_v, temp_v) in zip(self.pending_meta, values, strict=True):
+            for key, v in zip(_HISTORY_COLUMNS, (s, e, loss_v, lr_s, temp_v, rate), strict=True):
+                self.history[key].append(v)
+        if self.bar is not None:
+            self.bar.update(len(self.pending))
+            self.bar.set_postfix(loss=f"{values[-1][0]:.4f}", pairs_per_s=f"{rate:.1f}")
+        self.pending.clear()
+        self.pending_meta.clear()
+
+    def _checkpoint(self) -> Path:
+        assert self.ckpt_dir is not None
+        return self.ckpt_dir / f"step-{self.step:08d}.safetensors"
+
+    def save(self, epoch: int, batch_in_epoch: int) -> None:
+        """Write the checkpoint of this step; remove stale temporary files and old checkpoints."""
+        assert self.ckpt_dir is not None
+        self.flush()
+        state = {"step": self.step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
+        _write_state(
+            self._checkpoint(), self.model, self.optimizer, state, self.config, self.history,
+            self.generator,
+        )  # fmt: skip
+        # temporary files of writes cut short by a killed process are never checkpoints
+        for stale in self.ckpt_dir.iterdir():
+            if _TMP_RE.match(stale.name):
+                stale.unlink(missing_ok=True)
+        if self.keep_checkpoints is not None:
+            found = sorted(
+                (int(m.group(1)), f)
+                for f in self.ckpt_dir.iterdir()
+                if (m := _CKPT_RE.match(f.name))
+            )
+            for _, old in found[: -self.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+
+    def _epoch(self, epoch: int, skip: int) -> tuple[int, int] | None:
+        """The updates of one epoch (its first ``skip`` batches passed over); where
+        ``max_steps`` stopped it, if it did."""
+        self.stream.set_epoch(epoch)
+        done = 0
+        for batch in self.stream:
+            if done < skip:
+                done += 1
+                continue
+            lr_now = lr_at(self.step, self.lr, self.warmup, self.total)
+            if self.augment is not None:
+                a, b = self.augment.views(batch[self.sensors[0]], self.generator)
+            else:
+                a, b = batch["s1"], batch["s2"]
+            self.pending.append(
+                train_step(self.model, self.optimizer, a, b, lr_now, cuda=self.cuda)
+            )
+            self.pending_meta.append((self.step + 1, epoch, lr_now))
+            self.step += 1
+            done += 1
+            if len(self.pending) >= self.log_every:
+                self.flush()
+            every = self.checkpoint_every
+            if self.ckpt_dir is not None and every and self.step % every == 0:
+                self.save(epoch, done)
+            if self.max_steps is not None and self.step >= self.max_steps:
+                return (epoch, done)
+        return None
+
+    def _epochs(self, start_epoch: int, skip: int) -> None:
+        stopped: tuple[int, int] | None = None  # (epoch, batches done in it) where it stopped
+        for epoch in range(start_epoch, self.epochs):
+            skip_now = skip if epoch == start_epoch else 0
+            if self.max_steps is not None and self.step >= self.max_steps:
+                stopped = (epoch, skip_now)
+                break
+            stopped = self._epoch(epoch, skip_now)
+            self.flush()
+            if stopped is not None:
+                break
+            if self.ckpt_dir is not None and self.checkpoint_every is None:
+                self.save(epoch + 1, 0)
+        self.flush()
+        if stopped is not None:
+            if self.ckpt_dir is not None and not self._checkpoint().exists():
+                self.save(*stopped)
+        elif (
+            self.ckpt_dir is not None
+            and self.checkpoint_every is not None
+            and (not self.history["step"] or not self._checkpoint().exists())
+        ):
+            self.save(self.epochs, 0)
+
+    def run(self, start_epoch: int, skip: int, *, progress: bool, method: str) -> None:
+        """Train from batch ``skip`` of epoch ``start_epoch`` to the end of the run."""
+        self.window_start = time.perf_counter()
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total, initial=self.step, desc=f"pretrain {method}", unit="step"
+            )
+        try:
+            self._epochs(start_epoch, skip)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+
+def _finish(model: DualEncoder, loop: _Loop) -> DualEncoder:
+    """The trained model in eval mode (contiguous layout), with its log and run summary."""
+    import torch
+
+    if loop.cuda:
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model.eval()
+    model.history = _history_frame(loop.history)
+    losses = [v for v in loop.history["loss"] if v is not None]
+    model.info = {
+        **model.info,
+        "pretrain": {**model.info["pretrain"], "steps": loop.step},
+        "tiles": loop.stream.stats.summary(),
+    }
+    if losses:
+        model.info["final_loss"] = float(losses[-1])
+        model.info["final_temperature"] = float(model.temperature.detach().cpu())
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining
+# --------------------------------------------------------------------------------------------
 
 
 def pretrain(
@@ -694,17 +1020,11 @@ def pretrain(
     """
     import torch
 
-    from eo_contrast.models import DualEncoder, SimCLRAugment, resolve_device
+    from eo_contrast.models import SimCLRAugment, resolve_device
     from eo_contrast.tiling import TileStream
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
-    if encoder not in ENCODERS:
-        raise ValueError(f"unknown encoder {encoder!r}; choose one of {list(ENCODERS)}")
-    if stem not in _STEMS:
-        raise ValueError(f"unknown stem {stem!r}; choose one of {list(_STEMS)}")
-    if sensor not in ("s1", "s2"):
-        raise ValueError(f"unknown sensor {sensor!r} for method='simclr'; use 's1' or 's2'")
+    # -- input checks ----------------------------------------------------------------------------
+    _check_choices(method, encoder, stem, sensor)
     epochs = _check_int("epochs", epochs, 1)
     tile = _check_int("tile", tile, 1)
     batch_size = _check_int("batch_size", batch_size, 2)
@@ -716,19 +1036,11 @@ def pretrain(
         checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
     if keep_checkpoints is not None:
         keep_checkpoints = _check_int("keep_checkpoints", keep_checkpoints, 1)
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not (isinstance(weight_decay, (int, float)) and weight_decay >= 0):
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    if not (isinstance(warmup_fraction, (int, float)) and 0 <= warmup_fraction < 1):
-        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
-    if resume is not None and model is not None:
-        raise ValueError("give either resume=<checkpoint> or model=<DualEncoder>, not both")
-    if model is not None and not isinstance(model, DualEncoder):
-        raise TypeError(f"model must be an eo_contrast DualEncoder, got {type(model).__name__}")
+    _check_optimisation(lr, weight_decay, warmup_fraction)
+    _check_start(resume, model)
 
     sensors = _sensors_for(method, sensor)
-    pairs, keep, corpus_stats = _corpus_input(pairs, storage_options)
+    pairs, keep, corpus_stats = corpus_input(pairs, storage_options)
     data = guard_reads(_check_pairs(pairs, sensors, method))  # damaged chunks are named
     dev = resolve_device(device)
     tune_allocator()  # training allocates megabytes per layer and step
@@ -749,39 +1061,17 @@ def pretrain(
         "max_steps": max_steps,
     }
 
-    # -- model ---------------------------------------------------------------------------------
+    # -- model -----------------------------------------------------------------------------------
     ckpt_tensors: dict[str, Any] | None = None
     ckpt_meta: dict[str, Any] | None = None
     if resume is not None:
-        ckpt_path = _find_checkpoint(resume)
-        ckpt_tensors, ckpt_meta = _read_state(ckpt_path)
-        saved = ckpt_meta["config"]
-        diff = {k: (saved.get(k), config[k]) for k in _RESUME_KEYS if saved.get(k) != config[k]}
-        if diff:
-            text = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(
-                f"resume={str(resume)!r} was written with a different configuration ({text}); "
-                "pass the checkpoint's values to continue it"
-            )
-        model = DualEncoder.from_metadata(ckpt_meta["model"])
-        model.load_state_dict(
-            {k[6:]: v for k, v in ckpt_tensors.items() if k.startswith("model/")}, strict=True
-        )
+        model, ckpt_tensors, ckpt_meta = _read_resume(resume, config)
     elif model is not None:
-        if model.method != method:
-            raise ValueError(
-                f"model was built for method={model.method!r} but method={method!r}; pass "
-                f"method={model.method!r} or a model built for {method!r}"
-            )
-        lacking = [s for s in sensors if s not in model.sensors]
-        if lacking:
-            raise ValueError(
-                f"model has no encoder for {lacking} (its sensors: {list(model.sensors)})"
-            )
+        _check_given_model(model, method, sensors)
         config["encoder"], config["stem"] = model.arch, model.stem
         config["width"] = model.width
     else:
-        model = _build_model(
+        model = build_model(
             data, sensors, method, encoder, stem, seed, temperature, embed_dim, width,
             stats=corpus_stats,
         )  # fmt: skip
@@ -789,7 +1079,7 @@ def pretrain(
     _check_units(data, sensors, model.units)
     _check_sample_values(data, sensors, model.units, keep)
 
-    # -- data ----------------------------------------------------------------------------------
+    # -- data and schedule -----------------------------------------------------------------------
     # TileStream raises (ValueError) for a tile larger than the cube or its chunks, with advice
     stream = TileStream(
         data,
@@ -806,152 +1096,53 @@ def pretrain(
         keep=keep,
         shuffle_buffer=shuffle_buffer,
     )
-    per_epoch = max(1, stream.tiles_per_epoch // batch_size)
-    total = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)
-    warmup = (
-        _check_int("warmup_steps", warmup_steps, 0)
-        if warmup_steps is not None
-        else round(warmup_fraction * total)
+    total, warmup = _plan_steps(
+        stream.tiles_per_epoch, batch_size, epochs, max_steps, warmup_steps, warmup_fraction
     )
     config.update({"planned_steps": total, "warmup_steps": warmup})
-
     if resume is None:
         desc = _describe(data, sensors, keep)
         old = model.trained_on
         model.trained_on = desc if old in ("", "untrained") else f"{old}; then {desc}"
-    model.info = {**model.info, "pretrain": _json_safe({**config, "device": dev.type})}
+    from eo_contrast.models.checkpoint import json_safe
 
-    model.to(dev)
-    cuda = dev.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.train()
-    optimizer = _optimizer(model, float(lr), float(weight_decay), fused=cuda)
+    model.info = {**model.info, "pretrain": json_safe({**config, "device": dev.type})}
+
+    # -- optimizer, augmentation, resumed state --------------------------------------------------
+    cuda = _to_device(model, dev)
+    optimizer = optimizer_for(model, float(lr), float(weight_decay), fused=cuda)
     augment = SimCLRAugment() if method == "simclr" else None
     generator: torch.Generator | None = None
     if augment is not None:
         generator = torch.Generator(device=dev if cuda else "cpu")
         generator.manual_seed(seed)
-
-    history: dict[str, list[Any]] = {c: [] for c in _HISTORY_COLUMNS}
-    step, start_epoch, skip = 0, 0, 0
+    loop = _Loop(
+        model=model,
+        optimizer=optimizer,
+        stream=stream,
+        augment=augment,
+        generator=generator,
+        sensors=list(sensors),
+        config=config,
+        lr=float(lr),
+        warmup=warmup,
+        total=total,
+        epochs=epochs,
+        batch_size=batch_size,
+        log_every=log_every,
+        max_steps=max_steps,
+        cuda=cuda,
+        ckpt_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+    )
+    start_epoch, skip = 0, 0
     if ckpt_meta is not None and ckpt_tensors is not None:
-        _load_optimizer(optimizer, ckpt_tensors, ckpt_meta)
-        st = ckpt_meta["state"]
-        step, start_epoch, skip = int(st["step"]), int(st["epoch"]), int(st["batch_in_epoch"])
-        history = {c: list(ckpt_meta["history"].get(c, [])) for c in _HISTORY_COLUMNS}
-        if generator is not None and "rng/augment" in ckpt_tensors:
-            generator.set_state(ckpt_tensors["rng/augment"])
+        start_epoch, skip = loop.restore(ckpt_tensors, ckpt_meta)
 
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    names = list(sensors)
-
-    # -- logging ---------------------------------------------------------------------------------
-    pending: list[torch.Tensor] = []  # per update: [loss, temperature], read back every N
-    pending_meta: list[tuple[int, int, float]] = []  # (step, epoch, lr)
-    window_start = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=step, desc=f"pretrain {method}", unit="step")
-
-    def flush() -> None:
-        nonlocal window_start
-        if not pending:
-            return
-        values = torch.stack(pending).float().cpu().tolist()  # the one host sync
-        now = time.perf_counter()
-        rate = len(pending) * batch_size / max(now - window_start, 1e-9)
-        window_start = now
-        for (s, e, lr_s), (loss_v, temp_v) in zip(pending_meta, values, strict=True):
-            for key, v in zip(_HISTORY_COLUMNS, (s, e, loss_v, lr_s, temp_v, rate), strict=True):
-                history[key].append(v)
-        if bar is not None:
-            bar.update(len(pending))
-            bar.set_postfix(loss=f"{values[-1][0]:.4f}", pairs_per_s=f"{rate:.1f}")
-        pending.clear()
-        pending_meta.clear()
-
-    def save(epoch: int, batch_in_epoch: int) -> None:
-        assert ckpt_dir is not None and model is not None
-        flush()
-        state = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
-        path = ckpt_dir / f"step-{step:08d}.safetensors"
-        _write_state(path, model, optimizer, state, config, history, generator)
-        # temporary files of writes cut short by a killed process are never checkpoints
-        for stale in ckpt_dir.iterdir():
-            if _TMP_RE.match(stale.name):
-                stale.unlink(missing_ok=True)
-        if keep_checkpoints is not None:
-            found = sorted(
-                (int(m.group(1)), f) for f in ckpt_dir.iterdir() if (m := _CKPT_RE.match(f.name))
-            )
-            for _, old in found[:-keep_checkpoints]:
-                old.unlink(missing_ok=True)
-
-    # -- the loop ------------------------------------------------------------------------------
-    stopped: tuple[int, int] | None = None  # (epoch, batches done in it) where max_steps stopped
-    try:
-        for epoch in range(start_epoch, epochs):
-            if max_steps is not None and step >= max_steps:
-                stopped = (epoch, skip if epoch == start_epoch else 0)
-                break
-            stream.set_epoch(epoch)
-            done = 0
-            for batch in stream:
-                if epoch == start_epoch and done < skip:
-                    done += 1
-                    continue
-                lr_now = _lr_at(step, float(lr), warmup, total)
-                if augment is not None:
-                    a, b = augment.views(batch[names[0]], generator)
-                else:
-                    a, b = batch["s1"], batch["s2"]
-                pending.append(train_step(model, optimizer, a, b, lr_now, cuda=cuda))
-                pending_meta.append((step + 1, epoch, lr_now))
-                step += 1
-                done += 1
-                if len(pending) >= log_every:
-                    flush()
-                if ckpt_dir is not None and checkpoint_every and step % checkpoint_every == 0:
-                    save(epoch, done)
-                if max_steps is not None and step >= max_steps:
-                    stopped = (epoch, done)
-                    break
-            flush()
-            if stopped is not None:
-                break
-            if ckpt_dir is not None and checkpoint_every is None:
-                save(epoch + 1, 0)
-        flush()
-        if stopped is not None:
-            if ckpt_dir is not None and not (ckpt_dir / f"step-{step:08d}.safetensors").exists():
-                save(*stopped)
-        elif (
-            ckpt_dir is not None
-            and checkpoint_every is not None
-            and (not history["step"] or not (ckpt_dir / f"step-{step:08d}.safetensors").exists())
-        ):
-            save(epochs, 0)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    if cuda:
-        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    model.eval()
-    model.history = _history_frame(history)
-    losses = [v for v in history["loss"] if v is not None]
-    model.info = {
-        **model.info,
-        "pretrain": {**model.info["pretrain"], "steps": step},
-        "tiles": stream.stats.summary(),
-    }
-    if losses:
-        model.info["final_loss"] = float(losses[-1])
-        model.info["final_temperature"] = float(model.temperature.detach().cpu())
-    return model
+    # -- the loop, checkpoints, the trained model ------------------------------------------------
+    loop.run(start_epoch, skip, progress=progress, method=method)
+    return _finish(model, loop)
 
 
 # --------------------------------------------------------------------------------------------

@@ -694,10 +694,10 @@ def test_bad_inputs(catalogue, reference, tmp_path):
 def test_cli_corpus(catalogue, reference, tmp_path):
     from click.testing import CliRunner
 
-    from eo_contrast.pipelines.cli import _OneLineErrors
-    from eo_contrast.pipelines.corpus_cli import corpus
+    from eo_contrast.pipelines.cli.common import OneLineErrors
+    from eo_contrast.pipelines.cli.corpus import corpus_cmd
 
-    group = _OneLineErrors(commands={"corpus": corpus})
+    group = OneLineErrors(commands={"corpus": corpus_cmd})
     s1, s2 = str(catalogue.files["s1"]), str(catalogue.files["s2"])
     runner = CliRunner()
     result = runner.invoke(group, ["corpus", s1, s2, "--chip", "32", "--dry-run"])

@@ -140,6 +140,44 @@ def _wait_idle(client: Any, timeout: float = 60.0) -> None:
 # ----------------------------------------------------------------------------- worker faults
 
 
+def _pause_before_chunk(victim: int, store: Path, paused: Path) -> Any:
+    """A worker plugin that stops worker process ``victim`` for good at a known point.
+
+    When a chunk's task (``to_zarr-...``: model and write of one chunk) is about to run there
+    and at least two chunks of ``store`` are written, it writes ``paused`` and blocks the
+    worker until the process is killed: that chunk stays unwritten, and no other worker takes
+    it while this one holds it. The class is defined here (pickled by value, self-contained)
+    because the worker processes cannot import the test module.
+    """
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class PauseBeforeChunk(WorkerPlugin):
+        def __init__(self, victim: int, store: str, paused: str) -> None:
+            self.victim, self.store, self.paused = victim, store, paused
+
+        def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+            import os
+            import time
+            from pathlib import Path
+
+            from eo_contrast.store import PROGRESS_GROUP
+
+            name = str(key[0] if isinstance(key, tuple) else key)
+            if finish != "executing" or os.getpid() != self.victim:
+                return
+            if not name.startswith("to_zarr-"):
+                return
+            flags = Path(self.store) / PROGRESS_GROUP / "embedding" / "c"
+            written = sum(1 for p in flags.rglob("*") if p.is_file()) if flags.is_dir() else 0
+            if written < 2:
+                return
+            Path(self.paused).write_text(f"{name}: {written} chunks written\n")
+            while True:  # until SIGKILL
+                time.sleep(1.0)
+
+    return PauseBeforeChunk(victim, str(store), str(paused))
+
+
 def test_worker_killed_mid_run_output_equals_an_uninterrupted_run(client, data, tmp_path):
     store = tmp_path / "emb.zarr"
     n_chunks = SHAPE[0] * (SHAPE[2] // CHUNK) * (SHAPE[3] // CHUNK)
@@ -154,15 +192,22 @@ def test_worker_killed_mid_run_output_equals_an_uninterrupted_run(client, data, 
                 outcome["error"] = err
 
     before = client.run(os.getpid)
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while _flags_written(store) < 2 and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.02)
-    written_at_kill = _flags_written(store)
     victim = sorted(before.values())[0]
-    os.kill(victim, signal.SIGKILL)  # one worker process dies mid-run
-    thread.join(timeout=300)
+    paused = tmp_path / "paused"
+    plugin = "pause-before-chunk"
+    # the victim stops at a known point: about to run a chunk's task, two chunks written
+    client.register_plugin(_pause_before_chunk(victim, store, paused), name=plugin)
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not paused.exists() and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.02)
+        written_at_kill = _flags_written(store)
+        os.kill(victim, signal.SIGKILL)  # one worker process dies mid-run
+        thread.join(timeout=300)
+    finally:
+        client.unregister_worker_plugin(plugin)
     assert not thread.is_alive()
     # the kill happened mid-run: some chunks were written, not all
     assert 2 <= written_at_kill < n_chunks, written_at_kill

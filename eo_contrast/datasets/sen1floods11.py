@@ -53,7 +53,6 @@ import pandas as pd
 import xarray as xr
 
 from eo_contrast.cube import S1_BANDS, S2_BANDS, canonical_band_names
-from eo_contrast.datasets.shared_data import example_path
 
 __all__ = ["Sen1Floods11Chip", "read_sen1floods11"]
 
@@ -520,8 +519,3 @@ def read_sen1floods11(
                 f"Sen1Floods11 chip {name!r} of split {split!r}: {err}"
             ) from err
     return chips
-
-
-def _example_root() -> Path:
-    """The shared data folder's flat Spain_7370579 chip folder (for documentation examples)."""
-    return example_path("sen1floods11_spain")

@@ -19,6 +19,7 @@ without that check.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import uuid
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -33,10 +35,33 @@ __all__ = [
     "METADATA_KEY",
     "CheckpointError",
     "check_tensors",
+    "json_safe",
     "read_checkpoint",
     "read_metadata",
     "write_checkpoint",
 ]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NumPy scalars as Python numbers, tuples as lists, keys as strings, and
+    non-finite floats as ``None``: what the JSON metadata of a checkpoint may hold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_safe({1: (np.int64(2), np.float32(np.nan), np.bool_(True))})
+    {'1': [2, None, True]}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.integer | np.floating | np.bool_):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
 
 #: Key of the JSON metadata document in the safetensors header metadata.
 METADATA_KEY = "eo_contrast"

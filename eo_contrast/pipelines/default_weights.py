@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_RECIPE",
     "PATCH",
+    "bigearthnet_root",
     "default_training_data",
     "heldout_retrieval",
     "random_baseline",
@@ -71,7 +72,7 @@ DEFAULT_RECIPE: dict[str, Any] = {
 }
 
 
-def _bigearthnet_root(data: str | os.PathLike[str]) -> Path:
+def bigearthnet_root(data: str | os.PathLike[str]) -> Path:
     root = Path(data)
     if (root / "bigearthnet_v2_subset").is_dir():
         root = root / "bigearthnet_v2_subset"
@@ -168,7 +169,7 @@ def default_training_data(
         raise ValueError(
             f"synthetic_size must be a positive multiple of {PATCH} pixels, got {synthetic_size!r}"
         )
-    ben = read_bigearthnet(_bigearthnet_root(shared_data_dir() if data is None else data),
+    ben = read_bigearthnet(bigearthnet_root(shared_data_dir() if data is None else data),
                            split=bigearthnet_split)  # fmt: skip
     bands = [str(b) for b in ben["s2_band"].values]
     s1_parts = [np.asarray(ben["s1"].values)]
@@ -248,7 +249,7 @@ def train_default_weights(
         raise KeyError(f"unknown recipe key(s) {unknown}; the recipe has {sorted(DEFAULT_RECIPE)}")
     cfg = {**DEFAULT_RECIPE, **dict(recipe or {})}
     cfg["synthetic_seeds"] = [int(s) for s in cfg["synthetic_seeds"]]
-    root = _bigearthnet_root(shared_data_dir() if data is None else data)
+    root = bigearthnet_root(shared_data_dir() if data is None else data)
     pairs = default_training_data(
         root,
         synthetic_seeds=cfg["synthetic_seeds"],
@@ -329,7 +330,7 @@ def heldout_retrieval(
     from eo_contrast.datasets import read_bigearthnet
     from eo_contrast.training import retrieval_accuracy
 
-    root = _bigearthnet_root(shared_data_dir() if data is None else data)
+    root = bigearthnet_root(shared_data_dir() if data is None else data)
     held = xr.concat([read_bigearthnet(root, split=s)[["s1", "s2"]] for s in splits], dim="pair")
     return retrieval_accuracy(model, held, tile=tile, device="cpu", k=(1, 5))
 

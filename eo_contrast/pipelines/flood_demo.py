@@ -209,13 +209,16 @@ def flood_experiment(
     'train: x columns [0, 256) (west); test: x columns [256, 512) (east)'
     >>> res.table()  # doctest: +SKIP
     """
-    from eo_contrast.datasets.sen1floods11 import _example_root, read_sen1floods11
+    from eo_contrast.datasets.sen1floods11 import read_sen1floods11
+    from eo_contrast.datasets.shared_data import example_path
     from eo_contrast.segmentation import fit_segmentation
 
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown or not settings:
         raise ValueError(f"settings {list(settings)!r}: choose among {list(SETTINGS)}")
-    data = read_sen1floods11(_example_root() if root is None else root, chip, sensors=("s1", "s2"))
+    if root is None:
+        root = example_path("sen1floods11_spain")
+    data = read_sen1floods11(root, chip, sensors=("s1", "s2"))
     assert data.s2 is not None  # sensors=("s1", "s2") requires the S2 file
     if encoder is None:
         encoder, description = _default_encoder()

@@ -14,14 +14,7 @@ from safetensors.torch import save_file
 from eo_contrast.models import CheckpointError, DualEncoder, read_metadata
 from eo_contrast.models.checkpoint import METADATA_KEY, read_checkpoint, write_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

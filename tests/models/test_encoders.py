@@ -8,14 +8,7 @@ import torch
 from eo_contrast.models import ProjectionHead, ResNetEncoder, SegmentationHead
 from eo_contrast.models.encoders import count_parameters
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting when the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(

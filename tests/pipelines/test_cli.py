@@ -445,3 +445,85 @@ def test_scheduler_address_errors_are_one_line_and_fast(tmp_path: Path) -> None:
                                   "tcp://127.0.0.1:1", "--workers", "2"])
     )  # fmt: skip
     assert "--scheduler or --workers, not both" in both
+
+
+# ----------------------------------------------------------------------------- the package
+
+
+def test_every_verb_that_computes_takes_scheduler_and_workers() -> None:
+    from eo_contrast.pipelines.cli.common import DASK_OPTIONS
+
+    assert len(DASK_OPTIONS) == 2
+    for verb in ("demo", "pair", "pretrain", "embed", "segment", "corpus"):
+        command = main.commands[verb]
+        opts = {o: p for p in command.params for o in getattr(p, "opts", [])}
+        assert "--scheduler" in opts and "--workers" in opts, verb
+        assert opts["--workers"].type.min == 1, verb
+    # one shared definition: the same help on every verb
+    helps = {
+        str(p.help)
+        for c in main.commands.values()
+        for p in c.params
+        if "--workers" in getattr(p, "opts", [])
+    }
+    assert len(helps) == 1
+
+
+def test_python_dash_m_runs_every_verb() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "eo_contrast.pipelines.cli", "corpus", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "--chips-per-shard" in run.stdout and "--scheduler" in run.stdout
+
+
+def _tiny_pairs(tmp_path: Path) -> Path:
+    import eo_contrast as ec
+
+    scene = ec.synthetic_scene(tmp_path / "scene", size=64, seed=3)
+    store = tmp_path / "pairs.zarr"
+    ec.to_zarr(
+        ec.pair(ec.load_stac(scene.s1_items, chunks=32), ec.load_stac(scene.s2_items, chunks=32)),
+        store,
+    )
+    return store
+
+
+def test_pretrain_on_local_workers_and_scheduler_errors(tmp_path: Path) -> None:
+    store = _tiny_pairs(tmp_path)
+    args = ["pretrain", str(store), "--tile", "32", "--batch-size", "4", "--width", "8",
+            "--device", "cpu", "--no-progress", "--out", str(tmp_path / "m.safetensors")]  # fmt: skip
+    run = CliRunner().invoke(main, [*args, "--workers", "1"])
+    assert run.exit_code == 0, run.output
+    assert run.output.startswith("trained ") and (tmp_path / "m.safetensors").is_file()
+
+    both = _one_line_error(
+        CliRunner().invoke(main, [*args, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
+    )
+    assert "--scheduler or --workers, not both" in both
+    malformed = _one_line_error(CliRunner().invoke(main, [*args, "--scheduler", "localhost"]))
+    assert "not a scheduler address such as tcp://host:8786" in malformed
+    # from a config file, like the other options
+    config = tmp_path / "pretrain.toml"
+    config.write_text('[pretrain]\nworkers = "two"\n')
+    bad = _one_line_error(CliRunner().invoke(main, [*args, "--config", str(config)]))
+    assert "workers = 'two'" in bad
+    config.write_text('[pretrain]\nscheduler = "localhost"\n')
+    from_file = _one_line_error(CliRunner().invoke(main, [*args, "--config", str(config)]))
+    assert "not a scheduler address" in from_file
+
+
+def test_demo_scheduler_errors_are_one_line(tmp_path: Path) -> None:
+    args = ["demo", "--out", str(tmp_path / "d"), "--size", "64", "--no-progress"]
+    both = _one_line_error(
+        CliRunner().invoke(main, [*args, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
+    )
+    assert "--scheduler or --workers, not both" in both
+    malformed = _one_line_error(CliRunner().invoke(main, [*args, "--scheduler", "localhost"]))
+    assert "not a scheduler address such as tcp://host:8786" in malformed

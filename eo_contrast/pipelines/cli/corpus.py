@@ -1,10 +1,4 @@
-"""The ``eo-contrast corpus`` verb: a sharded S1/S2 chip corpus from STAC files, with Dask.
-
-Importing this module registers the verb on the ``eo-contrast`` group (``main``), whichever of
-the two modules is imported first; it shares the group's run options (``--config``,
-``--scheduler``, ``--workers``, ``--storage-options``, ``--overwrite``, ``--resume``,
-``--no-progress``) and its one-line errors.
-"""
+"""``eo-contrast corpus``: a sharded S1/S2 chip corpus from STAC files, built with Dask."""
 
 from __future__ import annotations
 
@@ -14,19 +8,18 @@ from typing import Any
 
 import click
 
-from eo_contrast.pipelines.cli import (
-    _apply_config,
-    _dask_context,
-    _left_incomplete,
-    _options_for,
-    _refuse_existing,
-    _required,
-    _storage_options,
-    _with_run_options,
-    main,
+from eo_contrast.pipelines.cli.common import (
+    apply_config,
+    dask_context,
+    left_incomplete,
+    options_for,
+    refuse_existing,
+    required,
+    storage_options,
+    with_run_options,
 )
 
-__all__ = ["corpus"]
+__all__ = ["corpus_cmd"]
 
 
 def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
@@ -121,8 +114,8 @@ def _sample(v: dict[str, Any]) -> Any:
 )  # fmt: skip
 @click.option("--chips-per-shard", type=click.IntRange(min=1), help="Default: ~64 MiB shards.")
 @click.option("--dry-run", is_flag=True, help="Plan only: print the chip count, write nothing.")
-@_with_run_options
-def corpus(config_path: Path | None, **values: Any) -> None:
+@with_run_options
+def corpus_cmd(config_path: Path | None, **values: Any) -> None:
     """Cut co-registered S1/S2 chips from STAC Items and write a sharded Zarr corpus.
 
     S1_ITEMS and S2_ITEMS are STAC JSON files (FeatureCollection, list of Items, Catalog).
@@ -139,9 +132,9 @@ def corpus(config_path: Path | None, **values: Any) -> None:
     """
     from eo_contrast.corpus import build_corpus, plan_corpus
 
-    v = _apply_config("corpus", config_path, values)
-    s1_items = _required(v, "s1_items", "S1_ITEMS")
-    s2_items = _required(v, "s2_items", "S2_ITEMS")
+    v = apply_config("corpus", config_path, values)
+    s1_items = required(v, "s1_items", "S1_ITEMS")
+    s2_items = required(v, "s2_items", "S2_ITEMS")
     kwargs: dict[str, Any] = {
         "chip": v["chip"],
         "max_dt": v["max_dt"],
@@ -156,12 +149,12 @@ def corpus(config_path: Path | None, **values: Any) -> None:
         scenes = plan["s2_item"].nunique()
         click.echo(f"would write {len(plan)} chips from {scenes} S2 scene(s)")
         return
-    out = str(_required(v, "out", "--out"))
-    so_out = _options_for(out, _storage_options(v["storage_options"]))
-    _refuse_existing(out, so_out, v["overwrite"], v["resume"])
+    out = str(required(v, "out", "--out"))
+    so_out = options_for(out, storage_options(v["storage_options"]))
+    refuse_existing(out, so_out, v["overwrite"], v["resume"])
     with (
-        _left_incomplete(out, doing="building", parts="shards"),
-        _dask_context(v["scheduler"], v["workers"], "cpu"),
+        left_incomplete(out, doing="building", parts="shards"),
+        dask_context(v["scheduler"], v["workers"], "cpu"),
     ):
         ds = build_corpus(
             s1_items, s2_items, out, **kwargs,
@@ -176,6 +169,3 @@ def corpus(config_path: Path | None, **values: Any) -> None:
         f"wrote {ds.sizes['chip']} chips ({int(ds.attrs['n_valid'])} valid) "
         f"{dict(ds.sizes)} to {out}"
     )
-
-
-main.add_command(corpus)
