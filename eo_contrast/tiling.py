@@ -67,6 +67,17 @@ _BUFFER_BYTES = 256 * 2**20
 # --------------------------------------------------------------------------------------------
 
 
+def _renamed(old: str, new: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"TilePlan.{old} is deprecated: use TilePlan.{new} (the project says chunk for a Dask "
+        "chunk)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class TilePlan:
     """Where tiles lie inside the chunks of a ``(y, x)`` grid; see :func:`plan_tiles`.
@@ -107,7 +118,7 @@ class TilePlan:
         return sum(self.y_chunks), sum(self.x_chunks)
 
     @property
-    def nblocks(self) -> tuple[int, int]:
+    def nchunks(self) -> tuple[int, int]:
         """Number of chunks along ``y`` and ``x``."""
         return len(self.y_chunks), len(self.x_chunks)
 
@@ -117,17 +128,17 @@ class TilePlan:
         return sum(len(a) for a in self.y_starts) * sum(len(a) for a in self.x_starts)
 
     @property
-    def max_block_tiles(self) -> int:
+    def max_chunk_tiles(self) -> int:
         """Largest number of tiles in one chunk."""
         return max(len(a) for a in self.y_starts) * max(len(a) for a in self.x_starts)
 
-    def block_slices(self, i: int, j: int) -> tuple[slice, slice]:
+    def chunk_slices(self, i: int, j: int) -> tuple[slice, slice]:
         """Pixel slices ``(y, x)`` of chunk ``(i, j)``."""
         y0 = sum(self.y_chunks[:i])
         x0 = sum(self.x_chunks[:j])
         return slice(y0, y0 + self.y_chunks[i]), slice(x0, x0 + self.x_chunks[j])
 
-    def block_tiles(self, i: int, j: int) -> np.ndarray:
+    def chunk_tiles(self, i: int, j: int) -> np.ndarray:
         """Absolute ``(y0, x0)`` offsets of the tiles of chunk ``(i, j)``, shape ``(n, 2)``."""
         yy, xx = np.meshgrid(self.y_starts[i], self.x_starts[j], indexing="ij")
         return np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.int64)
@@ -135,9 +146,32 @@ class TilePlan:
     def tiles(self) -> np.ndarray:
         """Absolute ``(y0, x0)`` offsets of all tiles, chunk by chunk (row-major), ``(n, 2)``."""
         parts = [
-            self.block_tiles(i, j) for i in range(self.nblocks[0]) for j in range(self.nblocks[1])
+            self.chunk_tiles(i, j) for i in range(self.nchunks[0]) for j in range(self.nchunks[1])
         ]
         return np.concatenate(parts, axis=0) if parts else np.zeros((0, 2), np.int64)
+
+    # The names of an earlier release, which said "block" for a Dask chunk.
+    @property
+    def nblocks(self) -> tuple[int, int]:
+        """Deprecated name of :attr:`nchunks`."""
+        _renamed("nblocks", "nchunks")
+        return self.nchunks
+
+    @property
+    def max_block_tiles(self) -> int:
+        """Deprecated name of :attr:`max_chunk_tiles`."""
+        _renamed("max_block_tiles", "max_chunk_tiles")
+        return self.max_chunk_tiles
+
+    def block_slices(self, i: int, j: int) -> tuple[slice, slice]:
+        """Deprecated name of :meth:`chunk_slices`."""
+        _renamed("block_slices", "chunk_slices")
+        return self.chunk_slices(i, j)
+
+    def block_tiles(self, i: int, j: int) -> np.ndarray:
+        """Deprecated name of :meth:`chunk_tiles`."""
+        _renamed("block_tiles", "chunk_tiles")
+        return self.chunk_tiles(i, j)
 
     def coverage(self) -> np.ndarray:
         """How many tiles cover each pixel: an ``int`` array of the grid's shape."""
@@ -830,7 +864,7 @@ class TileStream:
         self._keep = self._parse_keep(keep, data)
         self._y_edges = np.cumsum((0, *self._y_chunks)).tolist()
         self._x_edges = np.cumsum((0, *self._x_chunks)).tolist()
-        self._max_chunk_tiles = max(self._lead_chunks) * self.plan.max_block_tiles
+        self._max_chunk_tiles = max(self._lead_chunks) * self.plan.max_chunk_tiles
         tile_bytes = (
             sum(
                 (s.data.shape[1] * (4 if s.image else 8)) * self.plan.tile**2 for s in self._sources

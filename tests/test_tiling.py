@@ -71,13 +71,13 @@ def assert_tiles_match(batches, raw: dict[str, np.ndarray], tile: int) -> None:
 def test_plan_tiles_stay_inside_chunks(overlap: int, cover: bool) -> None:
     y_chunks, x_chunks = (100, 60, 37), (50, 50)
     plan = plan_tiles({"y": y_chunks, "x": x_chunks}, 32, overlap=overlap, cover=cover)
-    assert plan.shape == (197, 100) and plan.nblocks == (3, 2)
+    assert plan.shape == (197, 100) and plan.nchunks == (3, 2)
     painted = np.zeros(plan.shape, int)
     n = 0
     for i in range(3):
         for j in range(2):
-            ys, xs = plan.block_slices(i, j)
-            tiles = plan.block_tiles(i, j)
+            ys, xs = plan.chunk_slices(i, j)
+            tiles = plan.chunk_tiles(i, j)
             assert len(tiles) > 0
             assert (tiles[:, 0] >= ys.start).all() and (tiles[:, 0] + 32 <= ys.stop).all()
             assert (tiles[:, 1] >= xs.start).all() and (tiles[:, 1] + 32 <= xs.stop).all()
@@ -640,3 +640,17 @@ def test_dataloader_workers_split_chunks() -> None:
     assert sorted(map(tuple, index)) == sorted(
         (p, y, x) for p in range(3) for y in range(0, 64, 16) for x in range(0, 96, 16)
     )
+
+
+def test_the_block_names_of_an_earlier_release_still_work_and_warn() -> None:
+    plan = plan_tiles({"y": (100, 60, 37), "x": (50, 50)}, 32)
+    with pytest.warns(
+        DeprecationWarning, match=r"TilePlan.nblocks is deprecated: use TilePlan.nchunks"
+    ):
+        assert plan.nblocks == plan.nchunks == (3, 2)
+    with pytest.warns(DeprecationWarning, match="use TilePlan.chunk_slices"):
+        assert plan.block_slices(1, 1) == plan.chunk_slices(1, 1)
+    with pytest.warns(DeprecationWarning, match="use TilePlan.chunk_tiles"):
+        np.testing.assert_array_equal(plan.block_tiles(2, 0), plan.chunk_tiles(2, 0))
+    with pytest.warns(DeprecationWarning, match="use TilePlan.max_chunk_tiles"):
+        assert plan.max_block_tiles == plan.max_chunk_tiles
