@@ -55,6 +55,16 @@ class ProjectionHead(nn.Module):
         return self.net(x)
 
 
+def _pyramid_channels(feature_channels: Sequence[int], num_classes: int) -> list[int]:
+    """The channels of a decoder's pyramid levels, after checking them and ``num_classes``."""
+    channels = [int(c) for c in feature_channels]
+    if not channels or any(c < 1 for c in channels):
+        raise ValueError(f"feature_channels must be positive integers, got {feature_channels!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return channels
+
+
 class SegmentationHead(nn.Module):
     """Feature-pyramid decoder: per-pixel class logits from an encoder's feature maps.
 
@@ -86,13 +96,7 @@ class SegmentationHead(nn.Module):
         self, feature_channels: Sequence[int], num_classes: int, *, width: int = 64
     ) -> None:
         super().__init__()
-        channels = [int(c) for c in feature_channels]
-        if not channels or any(c < 1 for c in channels):
-            raise ValueError(
-                f"feature_channels must be positive integers, got {feature_channels!r}"
-            )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        channels = _pyramid_channels(feature_channels, num_classes)
         self.feature_channels = tuple(channels)
         self.num_classes = num_classes
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
@@ -185,13 +189,7 @@ class UNetHead(nn.Module):
         width: int = 64,
     ) -> None:
         super().__init__()
-        channels = [int(c) for c in feature_channels]
-        if not channels or any(c < 1 for c in channels):
-            raise ValueError(
-                f"feature_channels must be positive integers, got {feature_channels!r}"
-            )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        channels = _pyramid_channels(feature_channels, num_classes)
         if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 0:
             raise ValueError(f"in_chans must be a non-negative integer, got {in_chans!r}")
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
