@@ -397,3 +397,22 @@ def test_chip_errors_name_the_chip(chips: list, encoder: DualEncoder) -> None:
     linear = [cubes[0], cubes[1], ec.db_to_linear(cubes[2])]  # units coordinate still says dB
     with pytest.raises(ec.UnitsError, match=r"chip 2 \(geographic\).*linear_to_db"):
         fit_segmentation(linear, labels, encoder=encoder, **FAST)
+
+
+def test_vh_threshold_fit_pools_chips_and_misses_nan_water() -> None:
+    from eo_contrast.pipelines.flood_demo import (
+        fit_vh_threshold,
+        vh_threshold_baseline,
+        vh_threshold_map,
+    )
+
+    # water with NaN VH stays in the union: the best threshold still takes both dark pixels
+    vh, label = np.array([np.nan, -25.0, -12.0]), np.array([1, 1, 0])
+    assert fit_vh_threshold([vh], [label]) == -24.75
+    thr, pred = vh_threshold_baseline(vh, label, vh)
+    assert thr == -24.75 and pred.tolist() == [-1, 1, 0]
+    assert vh_threshold_map(vh, thr).dtype == np.int16
+    # pooled over chips: one threshold for the summed counts, not the best of each chip
+    chips = [np.array([-27.0, -22.0]), np.array([-21.0, -16.0])]
+    labels = [np.array([1, 0]), np.array([1, 0])]
+    assert fit_vh_threshold(chips, labels) == -20.75

@@ -47,6 +47,7 @@ __all__ = [
     "leave_one_event_out",
     "main",
     "vh_threshold_baseline",
+    "vh_threshold_map",
     "water_iou",
 ]
 
@@ -58,6 +59,9 @@ def vh_threshold_baseline(
 ) -> tuple[float, np.ndarray]:
     """Water where VH (dB) is below the threshold with the best water IoU on the training pixels.
 
+    The threshold is :func:`fit_vh_threshold` of the training pixels, the map
+    :func:`vh_threshold_map` of the test pixels.
+
     Examples
     --------
     >>> import numpy as np
@@ -66,11 +70,21 @@ def vh_threshold_baseline(
     >>> pred.tolist()
     [[1, 1, 0, 0]]
     """
-    candidates = np.arange(-30.0, -10.0, 0.25)
-    scores = [water_iou((vh_train < c).astype(int), label_train) for c in candidates]
-    best = float(candidates[int(np.nanargmax(scores))])
-    pred = np.where(np.isfinite(vh_test), (vh_test < best).astype(np.int16), -1)
-    return best, pred.astype(np.int16)
+    best = fit_vh_threshold([vh_train], [label_train])
+    return best, vh_threshold_map(vh_test, best)
+
+
+def vh_threshold_map(vh: np.ndarray, threshold: float) -> np.ndarray:
+    """int16 water map: 1 where ``vh < threshold``, 0 elsewhere, -1 where VH is NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> vh_threshold_map(np.array([-25.0, -12.0, np.nan]), -20.0).tolist()
+    [1, 0, -1]
+    """
+    vh = np.asarray(vh)
+    return np.where(np.isfinite(vh), vh < threshold, -1).astype(np.int16)
 
 
 #: Candidate VH thresholds (dB) of :func:`fit_vh_threshold`.
@@ -98,15 +112,16 @@ def fit_vh_threshold(
     n_water = 0
     for v, lab in zip(vh, labels, strict=True):
         v, lab = np.asarray(v, dtype=np.float64).ravel(), np.asarray(lab).ravel()
+        n_water += int((lab == 1).sum())  # water with NaN VH is missed: it stays in the union
         ok = np.isfinite(v) & (lab >= 0)
-        n_water += int((lab[ok] == 1).sum())
         for target, is_class in ((below_water, lab == 1), (below_dry, lab == 0)):
             # pixels below each candidate: the cumulative count up to it
             hist, _ = np.histogram(v[ok & is_class], bins=np.concatenate(([-np.inf], edges)))
             target += np.cumsum(hist)[:-1]
     union = n_water + below_dry
-    iou = np.divide(below_water, union, out=np.zeros_like(union), where=union > 0)
-    return float(candidates[int(np.argmax(iou))])
+    # no water anywhere and none predicted: no IoU (NaN), never the best candidate
+    iou = np.divide(below_water, union, out=np.full_like(union, np.nan), where=union > 0)
+    return float(candidates[int(np.nanargmax(iou))])
 
 
 @dataclass
@@ -442,10 +457,7 @@ def leave_one_event_out(
                 t0 = time.perf_counter()
                 thr = fit_vh_threshold([vh[c.chip] for c in train], [labels[c.chip] for c in train])
                 thresholds[event] = thr
-                maps = {
-                    c.chip: np.where(np.isfinite(vh[c.chip]), vh[c.chip] < thr, -1).astype(np.int16)
-                    for c in test
-                }
+                maps = {c.chip: vh_threshold_map(vh[c.chip], thr) for c in test}
             else:
                 t0 = time.perf_counter()
                 seg = fit_segmentation(
