@@ -880,17 +880,14 @@ class _ChipCache:
 
 
 def _survey(
-    chips: list[_Chip], cache: _ChipCache, classes: Sequence[str] | None
+    chips: list[_Chip], cache: _ChipCache, classes: Sequence[str] | None, top: int
 ) -> tuple[list[str], np.ndarray, tuple[str, ...]]:
     """One pass over the chips: class names, class pixel counts and the sensors used.
 
-    Chips are read one at a time (through ``cache``, so a fit on a few chips reads each once).
+    ``top`` is the largest label value over all chips. Chips are read one at a time (through
+    ``cache``, so a fit on a few chips reads each once).
     """
     names: tuple[str, ...] | None = None
-    top = -1
-    for chip in chips:
-        values = _chip_labels_only(chip)
-        top = max(top, int(values.max(initial=-1)))
     if classes is None:
         if top < 0:
             raise ValueError(
@@ -935,24 +932,6 @@ def _survey(
         total += chip.counts
     assert names is not None
     return class_names, total, names
-
-
-def _chip_labels_only(chip: _Chip) -> np.ndarray:
-    """The chip's label values, with a clear error for a labels object of the wrong kind."""
-    labels = chip.labels
-    if not isinstance(labels, xr.DataArray):
-        raise TypeError(
-            chip.tag(
-                "labels must be an xarray DataArray (y, x) of class ids on the cube's grid, not "
-                f"{type(labels).__name__}"
-            )
-        )
-    values = np.asarray(labels.values)
-    if np.issubdtype(values.dtype, np.floating):
-        values = np.where(np.isnan(values), -1, values)
-    elif not np.issubdtype(values.dtype, np.integer):
-        raise TypeError(chip.tag(f"labels must be integer class ids, got {values.dtype}"))
-    return values.astype(np.int64)
 
 
 def _plan_epoch(
@@ -1208,16 +1187,17 @@ def fit_segmentation(
         raise TypeError(f"encoder must be a DualEncoder, got {type(encoder).__name__}")
     tile = int(tile)
     chips = _as_chips(cube, labels)
+    top = -1  # the largest label value, for the default class names
     for chip in chips:  # cheap checks first: bands, units, grids, sizes, labels
         ref = next(iter(_chip_sensors(chip, encoder, sensors, tile).values()))
-        _chip_labels(chip, ref)
+        top = max(top, int(_chip_labels(chip, ref).max(initial=-1)))
     enc = encoder
 
     def load(chip: _Chip) -> _Loaded:
         return _load_chip(chip, enc, sensors, tile, float(max_nan_fraction))
 
     cache = _ChipCache(load, int(chips_in_memory))
-    class_names, counts, names = _survey(chips, cache, classes)
+    class_names, counts, names = _survey(chips, cache, classes, top)
     n_valid = sum(c.n_valid for c in chips)
     if n_valid == 0:
         raise ValueError(
